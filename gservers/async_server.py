@@ -1,0 +1,52 @@
+# gservers/async_server.py -- the asynchronous model: greenlets on one thread.
+#
+# Strategy: gevent's StreamServer with ``spawn=Pool(max_connections)``: each
+# accepted connection runs the shared blocking handler in a greenlet; a full
+# pool stops accepting and the kernel backlog holds the rest.  The sockets are
+# gevent's own, so nothing is monkey-patched.  SIGTERM/SIGINT close the
+# listener, wake idle keep-alive connections, and wait (up to the grace
+# period) for the pool to empty.
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from functools import partial
+
+import gevent
+from gevent import socket as gsocket
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from gservers.app import App
+from gservers.config import BackendConfig
+from gservers.connection import Tracker, serve
+from gservers.netutil import bind, bound_port
+
+log = logging.getLogger("gservers.async")
+
+
+def run(config: BackendConfig) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit code."""
+    listener = bind(config.host, config.port, config.backlog, gsocket.socket)
+    tracker = Tracker()
+    pool = Pool(config.max_connections)
+    handler = partial(serve, app=App(config.root), config=config, tracker=tracker)
+    server = StreamServer(listener, handler, spawn=pool)
+    stop = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stop.set)
+    server.start()
+    log.info("async backend listening on http://%s:%d (pid %d, pool %d)",
+             config.host, bound_port(listener), os.getpid(), config.max_connections)
+    stop.wait()
+    log.info("stopping: draining %d connection(s), grace %.1fs", len(pool), config.grace)
+    server.close()
+    tracker.drain()
+    if not pool.join(timeout=config.grace):
+        log.warning("grace period over; closing %d connection(s)", len(pool))
+        pool.kill(block=True, timeout=1)
+    log.info("stopped")
+    return 0
+

@@ -1,0 +1,1 @@
+"""The backend program: ``python -m gservers.backend PORT``."""

@@ -1,0 +1,59 @@
+# gservers/config.py -- the backend's settings.
+#
+# Strategy: one frozen dataclass, each field documented once (help, parser,
+# default) through ``settings.setting``; the CLI and the TOML file are both
+# generated from it by the entry module.  Cross-field checks live in
+# ``__post_init__`` and raise ValueError with a message naming the flag.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gservers.http import Limits
+from gservers.settings import LOG_LEVELS, choice, port, positive_int, seconds, setting
+
+#: The sample site served when no --root is given.
+DEFAULT_ROOT = str(Path(__file__).resolve().parent / "site")
+MODELS = ("async", "thread")
+
+
+def directory(value: Any) -> str:
+    """An existing directory, made absolute."""
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        raise ValueError("not a directory")
+    return str(path.resolve())
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything one backend process needs to know."""
+
+    port: int = setting(9002, "TCP port to listen on (0 picks a free one)", parse=port,
+                        positional=True, metavar="PORT")
+    host: str = setting("127.0.0.1", "address to listen on", parse=str)
+    model: str = setting("async", "server model: async (gevent greenlet pool) or thread "
+                         "(one OS thread per connection)", parse=choice(*MODELS))
+    root: str = setting(DEFAULT_ROOT, "document root served for GET and HEAD", parse=directory,
+                        metavar="DIR")
+    backlog: int = setting(2048, "listen backlog; large enough that c=1000 never overflows",
+                           parse=positive_int)
+    max_connections: int = setting(4096, "connections served at once; beyond it the server "
+                                   "stops accepting and the backlog holds the rest",
+                                   parse=positive_int, metavar="N")
+    keepalive_timeout: float = setting(15.0, "seconds an idle keep-alive connection is kept",
+                                       parse=seconds, metavar="SECONDS")
+    header_timeout: float = setting(10.0, "seconds a client has to send a whole request head "
+                                    "(then 408), and the longest pause within a body",
+                                    parse=seconds, metavar="SECONDS")
+    max_body: int = setting(10 * 1024 * 1024, "largest request body accepted, in bytes (then 413)",
+                            parse=positive_int, metavar="BYTES")
+    grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests",
+                           parse=seconds, metavar="SECONDS")
+    log_level: str = setting("info", "logging level", parse=choice(*LOG_LEVELS))
+
+    @property
+    def limits(self) -> Limits:
+        """Framing limits for the request parser."""
+        return Limits()

@@ -1,0 +1,243 @@
+# gservers/connection.py -- one client connection, served to the end.
+#
+# Strategy: a plain blocking loop over a socket-like object (recv, sendall,
+# settimeout, shutdown, close), so a gevent socket in a greenlet and an OS
+# socket in a thread run exactly the same code; the server models differ only
+# in how they spawn ``serve``.  Bytes are fed to the shared RequestParser and
+# its events are handled in order, which gives pipelining for free: responses
+# leave in request order.  Deadlines: ``keepalive_timeout`` while idle (then a
+# silent close), ``header_timeout`` for a whole head and for each pause inside
+# a body (then 408).  A ``Tracker`` knows which connections are idle, so a
+# graceful stop can close those at once and let busy ones finish.
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from gservers.app import App, Response, error_response
+from gservers.config import BackendConfig
+from gservers.http import (Data, End, Event, Head, HttpError, Rejected, RequestParser, http_date,
+                           status_line)
+
+SERVER = b"gservers/0.1"
+RECV_SIZE = 65536
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Tracker:
+    """Which connections of one server sit idle, for a graceful stop.
+
+    The server models count their live handlers themselves (a gevent Pool, a
+    thread counter); this only knows who could be closed right away."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: set[Any] = set()
+        self.draining = False
+
+    def set_idle(self, sock: Any) -> bool:
+        """Mark ``sock`` idle; False when the server is draining (close it)."""
+        with self._lock:
+            if self.draining:
+                return False
+            self._idle.add(sock)
+            return True
+
+    def set_busy(self, sock: Any) -> None:
+        """``sock`` has begun a request."""
+        with self._lock:
+            self._idle.discard(sock)
+
+    def drain(self) -> None:
+        """Stop keeping connections alive; wake every idle one that has no
+        request waiting, so its loop ends.  Busy ones close after replying."""
+        with self._lock:
+            self.draining = True
+            for sock in list(self._idle):
+                try:
+                    if not select.select([sock.fileno()], [], [], 0)[0]:
+                        sock.shutdown(socket.SHUT_RD)
+                except (OSError, ValueError):
+                    pass
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _frame(response: Response, head: Head | None, keep_alive: bool) -> bytes:
+    """Status line and headers for ``response``."""
+    parts = [status_line(response.status), b"Date: ", http_date(), b"\r\nServer: ", SERVER, b"\r\n"]
+    parts.extend(b"%s: %s\r\n" % kv for kv in response.headers)
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif head is not None and head.version == "1.0":
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _send(sock: Any, response: Response, head: Head | None, keep_alive: bool) -> None:
+    data = _frame(response, head, keep_alive)
+    with_body = head is None or head.method != b"HEAD"
+    if response.path is None:
+        sock.sendall(data + response.body if with_body else data)
+        return
+    sock.sendall(data)
+    if with_body:
+        with open(response.path, "rb") as fh:
+            while block := fh.read(RECV_SIZE):
+                sock.sendall(block)
+
+
+def _linger_close(sock: Any) -> None:
+    """Close after an error without resetting the answer we just sent: stop
+    writing, then read and drop what the client still sends, briefly."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 1.0
+        received = 0
+        while time.monotonic() < deadline and received < 1 << 20:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                break
+            received += len(data)
+    except OSError:
+        pass
+
+
+class Connection:
+    """Serves one accepted connection; call ``run()`` once."""
+
+    def __init__(self, sock: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
+        self.sock = sock
+        self.app = app
+        self.config = config
+        self.tracker = tracker
+        self.parser = RequestParser(config.limits)
+        self.events: deque[Event] = deque()
+        self.head_deadline = 0.0
+        self.idle = False
+
+    def run(self) -> None:
+        """Serve requests until either side closes; never raises."""
+        sock = self.sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            self._loop()
+        except OSError:
+            pass  # the client went away; nothing to answer
+        finally:
+            self.tracker.set_busy(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _next(self) -> Event | None:
+        """The next parser event, reading as needed; None once the client
+        closed or stayed idle too long between requests."""
+        while not self.events:
+            parser = self.parser
+            if parser.in_head:
+                timeout = self.head_deadline - time.monotonic()
+                if timeout <= 0:
+                    raise _Timeout()
+            elif parser.in_message:
+                timeout = self.config.header_timeout
+            else:
+                timeout = self.config.keepalive_timeout
+                if not self.idle:
+                    if not self.tracker.set_idle(self.sock):
+                        raise _Draining()
+                    self.idle = True
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (socket.timeout, TimeoutError):
+                if parser.in_message:
+                    raise _Timeout() from None
+                return None
+            if not data:
+                return None
+            if self.idle:
+                self.idle = False
+                self.tracker.set_busy(self.sock)
+            was_in_head = parser.in_head
+            self.events.extend(parser.feed(data))
+            if parser.in_head and not was_in_head:
+                self.head_deadline = time.monotonic() + self.config.header_timeout
+        return self.events.popleft()
+
+    def _loop(self) -> None:
+        sock, config = self.sock, self.config
+        while True:
+            try:
+                event = self._next()
+            except _Timeout:
+                self._reject(HttpError(408, "request timeout"))
+                return
+            except _Draining:
+                return
+            if event is None:
+                return
+            if isinstance(event, Rejected):
+                self._reject(event.error)
+                return
+            assert isinstance(event, Head)
+            head = event
+            length = head.content_length or 0
+            if length > config.max_body:
+                self._reject(HttpError(413, "request body too large"))
+                return
+            if (head.chunked or length) and b"100-continue" in head.tokens(b"expect"):
+                sock.sendall(CONTINUE)
+            body: list[bytes] = []
+            size = 0
+            try:
+                while not isinstance(event := self._next(), End):
+                    if event is None:
+                        return  # client closed mid-body
+                    if isinstance(event, Rejected):
+                        self._reject(event.error)
+                        return
+                    assert isinstance(event, Data)
+                    size += len(event.data)
+                    if size > config.max_body:
+                        self._reject(HttpError(413, "request body too large"))
+                        return
+                    body.append(event.data)
+            except _Timeout:
+                self._reject(HttpError(408, "request body timeout"))
+                return
+            response = self.app.handle(head, b"".join(body))
+            keep_alive = head.keep_alive and not response.close and not self.tracker.draining
+            _send(sock, response, head, keep_alive)
+            if not keep_alive:
+                sock.shutdown(socket.SHUT_WR)
+                return
+
+    def _reject(self, error: HttpError) -> None:
+        try:
+            _send(self.sock, error_response(error), None, False)
+        except OSError:
+            return
+        _linger_close(self.sock)
+
+
+class _Draining(Exception):
+    pass
+
+
+def serve(sock: Any, address: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
+    """Serve one accepted connection (the handler both models spawn)."""
+    Connection(sock, app, config, tracker).run()
+

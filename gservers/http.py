@@ -1,0 +1,383 @@
+# gservers/http.py -- HTTP/1.1 framing shared by the backends and the balancer.
+#
+# Strategy: no sockets here.  Bytes go in through ``feed()``, events come out
+# (a message head, body data, end of message) and writers return bytes.  The
+# tokenising is done by httptools (llhttp, the parser behind Node.js): it is
+# strict by default (RFC 9112: CRLF only, no obs-fold, no CL+TE, no duplicate
+# Content-Length, no bad chunk sizes) and, measured with
+# ``scripts/bench_parser.py`` on this 2-core machine, parses a typical request
+# head about 7x faster than h11 (≈1.3 µs vs ≈9 µs).  What llhttp leaves to us
+# we check here, once, when a head completes: the size limits (414, 431), the
+# versions we speak (505), the transfer codings we implement (501), and Host
+# on HTTP/1.1 (400).  Every error carries the status a server should answer
+# with; after an error the parser is dead and the connection must close.
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Iterable, Union
+
+import httptools
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+#: Headers that describe one hop, never forwarded by a proxy (RFC 9110 7.6.1).
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+
+
+class HttpError(Exception):
+    """A protocol error, carrying the status a server should answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one message head may hold."""
+
+    max_target: int = 8192        #: request-target bytes before 414
+    max_head: int = 32768         #: request line + header section bytes before 431
+    max_headers: int = 100        #: header fields before 431
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A request or response head.  ``method`` is empty for responses,
+    ``status`` is 0 for requests."""
+
+    method: bytes
+    target: bytes
+    status: int
+    version: str
+    headers: Headers
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or ``default``."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return default
+
+    def tokens(self, name: bytes) -> list[bytes]:
+        """Comma-separated, lower-cased tokens of every ``name`` header."""
+        out: list[bytes] = []
+        for key, value in self.headers:
+            if key.lower() == name:
+                out.extend(t.strip().lower() for t in value.split(b",") if t.strip())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A piece of a message body, with any transfer coding removed."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The end of a message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The stream is malformed; answer ``error.status`` and close."""
+
+    error: HttpError
+
+
+Event = Union[Head, Data, End, Rejected]
+END = End()
+
+
+def _classify(exc: Exception, chunk: bytes, at_boundary: bool) -> HttpError:
+    """Turn an llhttp error into the status a server should answer with."""
+    text = str(exc)
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        if at_boundary and _TOKEN.match(chunk):
+            return HttpError(501, "method not implemented")
+        return HttpError(400, "malformed request line")
+    if "Invalid HTTP version" in text:
+        return HttpError(505, "HTTP version not supported")
+    if "invalid `Transfer-Encoding`" in text:
+        return HttpError(501, "transfer coding not implemented")
+    return HttpError(400, text.strip().rstrip(".") or "malformed message")
+
+
+class _Parser:
+    """Shared machinery of the request and response parsers."""
+
+    _kind: type = httptools.HttpRequestParser
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self._p = self._kind(self)
+        self._events: list[Event] = []
+        self._in_head = False
+        self._in_message = False
+        self._head_bytes = 0
+        self._target: list[bytes] = []
+        self._target_len = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.dead = False
+
+    @property
+    def in_message(self) -> bool:
+        """True between the first byte of a message and its end."""
+        return self._in_message
+
+    @property
+    def in_head(self) -> bool:
+        """True while a message head has begun but not completed."""
+        return self._in_head
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes, in order.
+
+        After a ``Rejected`` event (always the last) the parser is dead."""
+        if self.dead:
+            return []
+        events = self._events = []
+        at_boundary = not self._in_message
+        head_before = self._in_head
+        try:
+            self._p.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # We implement no upgrades: the request was complete, so go on with
+            # a fresh parser on whatever followed it (RFC 9110 7.8 lets a
+            # server ignore Upgrade).
+            self._reset()
+            rest = data[exc.args[0]:] if exc.args else b""
+            return events + (self.feed(rest) if rest else [])
+        except HttpError as exc:
+            self._fail(exc)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, HttpError) else HttpError(400, "malformed message"))
+        except httptools.HttpParserError as exc:
+            self._fail(_classify(exc, data, at_boundary))
+        else:
+            if self._in_head and head_before:
+                # Headers still incomplete after a whole further chunk: count it,
+                # so that a never-ending header line cannot grow without bound.
+                self._head_bytes += len(data)
+                if self._head_bytes > self.limits.max_head:
+                    self._fail(HttpError(431, "request header fields too large"))
+        return events
+
+    def _fail(self, error: HttpError) -> None:
+        self.dead = True
+        self._events.append(Rejected(error))
+
+    def _reset(self) -> None:
+        self._p = self._kind(self)
+        self._in_head = self._in_message = False
+
+    # -- llhttp callbacks -------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._in_head = self._in_message = True
+        self._head_bytes = 0
+        self._target = []
+        self._target_len = 0
+        self._headers = []
+
+    def on_url(self, part: bytes) -> None:
+        self._target_len += len(part)
+        if self._target_len > self.limits.max_target:
+            raise HttpError(414, "request-target too long")
+        self._target.append(part)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.limits.max_head or len(self._headers) >= self.limits.max_headers:
+            raise HttpError(431, "request header fields too large")
+        self._headers.append((name, value))
+
+    def on_body(self, data: bytes) -> None:
+        if data:
+            self._events.append(Data(data))
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._events.append(END)
+
+    def _framing(self) -> tuple[bool, int | None]:
+        """Validate the body framing headers; return (chunked, content_length)."""
+        codings: list[bytes] = []
+        lengths: list[bytes] = []
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in value.split(b","))
+            elif lname == b"content-length":
+                lengths.append(value)
+        if codings:
+            if lengths:
+                raise HttpError(400, "both Content-Length and Transfer-Encoding")
+            if any(c != b"chunked" for c in codings):
+                raise HttpError(501, "transfer coding not implemented")
+            if len(codings) != 1:
+                raise HttpError(400, "chunked applied more than once")
+            return True, None
+        if len(lengths) > 1:
+            raise HttpError(400, "more than one Content-Length")
+        if lengths:
+            value = lengths[0].strip()
+            if not value.isdigit():
+                raise HttpError(400, "invalid Content-Length")
+            return False, int(value)
+        return False, None
+
+
+class RequestParser(_Parser):
+    """Parses a stream of (possibly pipelined) HTTP/1.x requests."""
+
+    _kind = httptools.HttpRequestParser
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._p
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HttpError(505, "HTTP version not supported")
+        hosts = sum(1 for name, _ in self._headers if name.lower() == b"host")
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise HttpError(400, "exactly one Host header is required")
+        chunked, length = self._framing()
+        self._events.append(Head(
+            p.get_method(), b"".join(self._target), 0, version, tuple(self._headers),
+            p.should_keep_alive(), chunked, length,
+        ))
+
+
+class ResponseParser(_Parser):
+    """Parses one HTTP/1.x response to a request made with ``method``.
+
+    The caller makes a new parser per response: a response to HEAD, and any
+    1xx, 204 or 304 response, has no body whatever its headers say, which
+    llhttp cannot be told, so parsing stops at the end of such a head."""
+
+    _kind = httptools.HttpResponseParser
+
+    def __init__(self, method: bytes = b"GET", limits: Limits = Limits()) -> None:
+        super().__init__(limits)
+        self._head_only = method == b"HEAD"
+        self._until_close = False
+        self.status = 0
+
+    def on_url(self, part: bytes) -> None:  # pragma: no cover - llhttp never calls it
+        pass
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        p = self._p
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise HttpError(502, "upstream spoke an unsupported HTTP version")
+        self.status = status = p.get_status_code()
+        if 100 <= status < 200:
+            raise HttpError(502, "unexpected interim response")
+        try:
+            chunked, length = self._framing()
+        except HttpError as exc:
+            raise HttpError(502, f"upstream framing: {exc.reason}") from None
+        self._events.append(Head(
+            b"", b"", status, version, tuple(self._headers),
+            p.should_keep_alive(), chunked, length,
+        ))
+        self._until_close = not chunked and length is None
+        if self._head_only or status in (204, 304):
+            self._in_message = False
+            self._events.append(END)
+            self.dead = True
+            raise _HeadOnly()
+
+    def _fail(self, error: HttpError) -> None:
+        if isinstance(error, _HeadOnly):
+            self.dead = True
+            return
+        if error.status < 500:
+            error = HttpError(502, f"bad upstream response: {error.reason}")
+        super()._fail(error)
+
+    def finish(self) -> list[Event]:
+        """The upstream closed: end a read-until-close body, or reject."""
+        if not self._in_message:
+            return []
+        self.dead = True
+        if self._until_close:
+            self._in_message = False
+            return [END]
+        return [Rejected(HttpError(502, "upstream closed mid-response"))]
+
+
+class _HeadOnly(HttpError):
+    def __init__(self) -> None:
+        super().__init__(0, "head only")
+
+
+# -- writers ---------------------------------------------------------------
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def http_date() -> bytes:
+    """The current time as an IMF-fixdate, computed at most once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
+    return _date_cache[1]
+
+
+_STATUS_LINES = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``."""
+    return _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+def response_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Serialise a response head (status line, headers, blank line)."""
+    parts = [status_line(status)]
+    parts.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def request_head(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Serialise an HTTP/1.1 request head."""
+    parts = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+    parts.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (never call with empty data)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def has_body(method: bytes, status: int) -> bool:
+    """Whether a response to ``method`` with ``status`` carries a body."""
+    return method != b"HEAD" and status not in (204, 304) and not 100 <= status < 200

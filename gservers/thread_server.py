@@ -1,0 +1,126 @@
+# gservers/thread_server.py -- the thread model: one OS thread per connection.
+#
+# Strategy: the model the seed compared against, done properly.  The main
+# thread accepts; each connection gets a real thread running the same
+# blocking handler as the async model (no gevent in this process at all).  A
+# semaphore of ``max_connections`` slots gives the same backpressure as the
+# async pool.  Signals are turned into a byte on a wakeup pipe, so the accept
+# loop waits on ``select`` and never loses an accepted connection to a
+# signal; a graceful stop then closes the listener, wakes idle keep-alive
+# connections and waits for the live threads to finish.
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+
+from gservers.app import App
+from gservers.config import BackendConfig
+from gservers.connection import Tracker, serve
+from gservers.netutil import bind, bound_port
+
+log = logging.getLogger("gservers.thread")
+
+#: Thread stacks: small, since a handler's recursion depth is tiny.
+STACK_SIZE = 512 * 1024
+
+
+class ThreadServer:
+    """Accept loop plus the bookkeeping of live handler threads."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.listener = bind(config.host, config.port, config.backlog, socket.socket)
+        self.listener.setblocking(False)
+        self.app = App(config.root)
+        self.tracker = Tracker()
+        self.slots = threading.BoundedSemaphore(config.max_connections)
+        self._live = 0
+        self._live_lock = threading.Lock()
+
+    @property
+    def live(self) -> int:
+        """Handler threads still running."""
+        return self._live
+
+    def _handle(self, conn: socket.socket, address: object) -> None:
+        try:
+            serve(conn, address, self.app, self.config, self.tracker)
+        finally:
+            with self._live_lock:
+                self._live -= 1
+            self.slots.release()
+
+    def _accept(self) -> None:
+        if not self.slots.acquire(blocking=False):
+            time.sleep(0.001)  # every slot is taken: leave it in the backlog
+            return
+        try:
+            conn, address = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            self.slots.release()
+            return
+        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+            self.slots.release()
+            log.warning("accept failed: %s", exc.strerror)
+            time.sleep(0.05)
+            return
+        conn.setblocking(True)
+        with self._live_lock:
+            self._live += 1
+        threading.Thread(target=self._handle, args=(conn, address), daemon=True).start()
+
+    def serve_until_signalled(self) -> None:
+        """Accept until SIGTERM or SIGINT."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        stopping = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ)
+        selector.register(wake_r, selectors.EVENT_READ)
+        try:
+            while not stopping.is_set():
+                for key, _ in selector.select(timeout=1.0):
+                    if key.fileobj is self.listener and not stopping.is_set():
+                        self._accept()
+                    elif key.fileobj is wake_r:
+                        try:
+                            wake_r.recv(512)
+                        except BlockingIOError:
+                            pass
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            selector.close()
+            wake_r.close()
+            wake_w.close()
+
+    def drain(self) -> None:
+        """Stop accepting; let live connections finish within the grace period."""
+        self.listener.close()
+        self.tracker.drain()
+        deadline = time.monotonic() + self.config.grace
+        while self.live and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.live:
+            log.warning("grace period over; abandoning %d connection(s)", self.live)
+
+
+def run(config: BackendConfig) -> int:
+    """Serve until SIGTERM or SIGINT; return the exit code."""
+    threading.stack_size(STACK_SIZE)
+    server = ThreadServer(config)
+    log.info("thread backend listening on http://%s:%d (pid %d, max %d threads)",
+             config.host, bound_port(server.listener), os.getpid(), config.max_connections)
+    server.serve_until_signalled()
+    log.info("stopping: draining %d connection(s), grace %.1fs", server.live, config.grace)
+    server.drain()
+    log.info("stopped")
+    return 0

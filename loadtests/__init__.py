@@ -1,0 +1,1 @@
+"""Load tests: the ApacheBench and Locust concurrency sweeps."""

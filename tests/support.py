@@ -1,0 +1,196 @@
+# tests/support.py -- real processes and raw sockets for the tests.
+#
+# Strategy: every server under test is started through its real command line
+# on port 0; the port is read from the "listening on http://HOST:PORT" line
+# it logs.  Processes are ended by their own PID only.  Raw clients speak
+# bytes over 127.0.0.1 so that tests see exactly what a server sent.
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
+
+
+@dataclass
+class Server:
+    """A server process started by a test."""
+
+    proc: subprocess.Popen
+    host: str
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait; SIGKILL if it will not go.  Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start(module: str, *args: str, timeout: float = 20.0, env: dict | None = None) -> Server:
+    """Start ``python -m module args`` and wait for its listening line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    found = threading.Event()
+    where: list[tuple[str, int]] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = LISTEN_RE.search(line)
+            if m and not found.is_set():
+                where.append((m.group(1), int(m.group(2))))
+                found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not found.wait(timeout) or not where:
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError(f"{module} {' '.join(args)} did not start:\n{''.join(lines)}")
+    host, port = where[0]
+    return Server(proc, host, port, lines)
+
+
+def start_backend(model: str = "async", *args: str) -> Server:
+    """A backend of ``model`` on a free port."""
+    return start("gservers.backend", "--model", model, "0", *args)
+
+
+def run_cli(module: str, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run a command line to completion (for flag and config errors)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def connect(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    return sock
+
+
+def exchange(port: int, data: bytes, timeout: float = 10.0, host: str = "127.0.0.1") -> bytes:
+    """Send ``data``, then read until the server closes (or ``timeout``)."""
+    with connect(port, host, timeout) as sock:
+        sock.sendall(data)
+        return read_all(sock, timeout)
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Read until EOF or until ``timeout`` passes with nothing read."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+@dataclass
+class Reply:
+    """One response as received."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    raw: bytes
+
+    def header(self, name: str) -> bytes | None:
+        lname = name.lower().encode()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+
+def parse_responses(data: bytes, methods: list[bytes]) -> list[Reply]:
+    """Split ``data`` into responses to requests made with ``methods``."""
+    out: list[Reply] = []
+    pos = 0
+    for method in methods:
+        if pos >= len(data):
+            break
+        start = pos
+        end = data.index(b"\r\n\r\n", pos)
+        head = data[pos:end]
+        lines = head.split(b"\r\n")
+        _, status, reason = (lines[0].split(b" ", 2) + [b""])[:3]
+        headers = [tuple(x.strip() for x in line.split(b":", 1)) for line in lines[1:]]
+        pos = end + 4
+        reply_headers = [(k, v) for k, v in headers]
+        lookup = {k.lower(): v for k, v in reply_headers}
+        code = int(status)
+        if method == b"HEAD" or code in (204, 304) or 100 <= code < 200:
+            body = b""
+        elif b"content-length" in lookup:
+            n = int(lookup[b"content-length"])
+            body = data[pos:pos + n]
+            pos += n
+        elif lookup.get(b"transfer-encoding", b"").lower() == b"chunked":
+            parts = []
+            while True:
+                eol = data.index(b"\r\n", pos)
+                size = int(data[pos:eol].split(b";")[0], 16)
+                pos = eol + 2
+                if size == 0:
+                    pos = data.index(b"\r\n", pos) + 2
+                    break
+                parts.append(data[pos:pos + size])
+                pos += size + 2
+            body = b"".join(parts)
+        else:
+            body = data[pos:]
+            pos = len(data)
+        out.append(Reply(code, reason, reply_headers, body, data[start:pos]))
+    return out
+
+
+def strip_date(raw: bytes) -> bytes:
+    """A response with its Date header value blanked, for byte comparisons."""
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", raw)
+
+
+def wait_port_closed(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
