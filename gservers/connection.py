@@ -65,13 +65,18 @@ class Tracker:
                     pass
 
 
-class _Timeout(Exception):
-    pass
+class RequestTimeout(Exception):
+    """The client took too long over a request head or body (answer 408)."""
 
 
-def _frame(response: Response, head: Head | None, keep_alive: bool) -> bytes:
-    """Status line and headers for ``response``."""
-    parts = [status_line(response.status), b"Date: ", http_date(), b"\r\nServer: ", SERVER, b"\r\n"]
+class Draining(Exception):
+    """The server is stopping; close this idle connection."""
+
+
+def frame(response: Response, head: Head | None, keep_alive: bool,
+          server: bytes = SERVER) -> bytes:
+    """Status line and headers for ``response`` (Date, Server, Connection added)."""
+    parts = [status_line(response.status), b"Date: ", http_date(), b"\r\nServer: ", server, b"\r\n"]
     parts.extend(b"%s: %s\r\n" % kv for kv in response.headers)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
@@ -81,8 +86,10 @@ def _frame(response: Response, head: Head | None, keep_alive: bool) -> bytes:
     return b"".join(parts)
 
 
-def _send(sock: Any, response: Response, head: Head | None, keep_alive: bool) -> None:
-    data = _frame(response, head, keep_alive)
+def send_response(sock: Any, response: Response, head: Head | None, keep_alive: bool,
+                  server: bytes = SERVER) -> None:
+    """Write ``response`` (no body for HEAD requests); stream a file body."""
+    data = frame(response, head, keep_alive, server)
     with_body = head is None or head.method != b"HEAD"
     if response.path is None:
         sock.sendall(data + response.body if with_body else data)
@@ -94,7 +101,16 @@ def _send(sock: Any, response: Response, head: Head | None, keep_alive: bool) ->
                 sock.sendall(block)
 
 
-def _linger_close(sock: Any) -> None:
+def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
+    """Answer ``error`` and close gently (the caller closes the socket)."""
+    try:
+        send_response(sock, error_response(error), None, False, server)
+    except OSError:
+        return
+    linger_close(sock)
+
+
+def linger_close(sock: Any) -> None:
     """Close after an error without resetting the answer we just sent: stop
     writing, then read and drop what the client still sends, briefly."""
     try:
@@ -111,26 +127,88 @@ def _linger_close(sock: Any) -> None:
         pass
 
 
+class ClientStream:
+    """Parser events from a client socket, read as needed, under deadlines:
+    ``keepalive_timeout`` while idle between requests (then the stream ends),
+    ``header_timeout`` for a whole head and for each pause in a body (then
+    RequestTimeout).  Reports idle/busy to the tracker."""
+
+    def __init__(self, sock: Any, parser: RequestParser, tracker: Tracker,
+                 header_timeout: float, keepalive_timeout: float) -> None:
+        self.sock = sock
+        self.parser = parser
+        self.tracker = tracker
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.events: deque[Event] = deque()
+        self.head_deadline = 0.0
+        self.idle = False
+
+    def next(self) -> Event | None:
+        """The next event; None once the client closed or stayed idle too
+        long.  Raises RequestTimeout, or Draining when idle during a stop."""
+        events = self.events
+        while not events:
+            parser = self.parser
+            if parser.in_head:
+                timeout = self.head_deadline - time.monotonic()
+                if timeout <= 0:
+                    raise RequestTimeout()
+            elif parser.in_message:
+                timeout = self.header_timeout
+            else:
+                timeout = self.keepalive_timeout
+                if not self.idle:
+                    if not self.tracker.set_idle(self.sock):
+                        raise Draining()
+                    self.idle = True
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (socket.timeout, TimeoutError):
+                if parser.in_message:
+                    raise RequestTimeout() from None
+                return None
+            if not data:
+                return None
+            if self.idle:
+                self.idle = False
+                self.tracker.set_busy(self.sock)
+            was_in_head = parser.in_head
+            new = parser.feed(data)
+            events.extend(new)
+            if parser.in_head and (not was_in_head or any(type(e) is Head for e in new)):
+                self.head_deadline = time.monotonic() + self.header_timeout
+        return events.popleft()
+
+    def pending(self) -> bool:
+        """Whether events are already parsed and waiting."""
+        return bool(self.events)
+
+
+def set_nodelay(sock: Any) -> None:
+    """Send small responses at once (no Nagle delay)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+
+
 class Connection:
-    """Serves one accepted connection; call ``run()`` once."""
+    """Serves one accepted backend connection; call ``run()`` once."""
 
     def __init__(self, sock: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
         self.sock = sock
         self.app = app
         self.config = config
         self.tracker = tracker
-        self.parser = RequestParser(config.limits)
-        self.events: deque[Event] = deque()
-        self.head_deadline = 0.0
-        self.idle = False
+        self.stream = ClientStream(sock, RequestParser(config.limits), tracker,
+                                   config.header_timeout, config.keepalive_timeout)
 
     def run(self) -> None:
         """Serve requests until either side closes; never raises."""
         sock = self.sock
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        set_nodelay(sock)
         try:
             self._loop()
         except OSError:
@@ -142,99 +220,53 @@ class Connection:
             except OSError:
                 pass
 
-    def _next(self) -> Event | None:
-        """The next parser event, reading as needed; None once the client
-        closed or stayed idle too long between requests."""
-        while not self.events:
-            parser = self.parser
-            if parser.in_head:
-                timeout = self.head_deadline - time.monotonic()
-                if timeout <= 0:
-                    raise _Timeout()
-            elif parser.in_message:
-                timeout = self.config.header_timeout
-            else:
-                timeout = self.config.keepalive_timeout
-                if not self.idle:
-                    if not self.tracker.set_idle(self.sock):
-                        raise _Draining()
-                    self.idle = True
-            self.sock.settimeout(timeout)
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except (socket.timeout, TimeoutError):
-                if parser.in_message:
-                    raise _Timeout() from None
-                return None
-            if not data:
-                return None
-            if self.idle:
-                self.idle = False
-                self.tracker.set_busy(self.sock)
-            was_in_head = parser.in_head
-            self.events.extend(parser.feed(data))
-            if parser.in_head and not was_in_head:
-                self.head_deadline = time.monotonic() + self.config.header_timeout
-        return self.events.popleft()
-
     def _loop(self) -> None:
         sock, config = self.sock, self.config
         while True:
             try:
-                event = self._next()
-            except _Timeout:
-                self._reject(HttpError(408, "request timeout"))
+                event = self.stream.next()
+            except RequestTimeout:
+                reject(sock, HttpError(408, "request timeout"))
                 return
-            except _Draining:
+            except Draining:
                 return
             if event is None:
                 return
             if isinstance(event, Rejected):
-                self._reject(event.error)
+                reject(sock, event.error)
                 return
             assert isinstance(event, Head)
             head = event
             length = head.content_length or 0
             if length > config.max_body:
-                self._reject(HttpError(413, "request body too large"))
+                reject(sock, HttpError(413, "request body too large"))
                 return
             if (head.chunked or length) and b"100-continue" in head.tokens(b"expect"):
                 sock.sendall(CONTINUE)
             body: list[bytes] = []
             size = 0
             try:
-                while not isinstance(event := self._next(), End):
+                while not isinstance(event := self.stream.next(), End):
                     if event is None:
                         return  # client closed mid-body
                     if isinstance(event, Rejected):
-                        self._reject(event.error)
+                        reject(sock, event.error)
                         return
                     assert isinstance(event, Data)
                     size += len(event.data)
                     if size > config.max_body:
-                        self._reject(HttpError(413, "request body too large"))
+                        reject(sock, HttpError(413, "request body too large"))
                         return
                     body.append(event.data)
-            except _Timeout:
-                self._reject(HttpError(408, "request body timeout"))
+            except RequestTimeout:
+                reject(sock, HttpError(408, "request body timeout"))
                 return
             response = self.app.handle(head, b"".join(body))
             keep_alive = head.keep_alive and not response.close and not self.tracker.draining
-            _send(sock, response, head, keep_alive)
+            send_response(sock, response, head, keep_alive)
             if not keep_alive:
                 sock.shutdown(socket.SHUT_WR)
                 return
-
-    def _reject(self, error: HttpError) -> None:
-        try:
-            _send(self.sock, error_response(error), None, False)
-        except OSError:
-            return
-        _linger_close(self.sock)
-
-
-class _Draining(Exception):
-    pass
 
 
 def serve(sock: Any, address: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
