@@ -1,0 +1,103 @@
+# lb/__main__.py -- the balancer's command line: ``python -m lb``.
+#
+# Strategy: the only place that parses arguments.  Flags are generated from
+# LBConfig (one source of truth) and merged over an optional TOML file; a bad
+# value ends in one line and exit code 2.  With ``--workers 1`` this process
+# is the worker; with more it becomes the supervisor, and each worker it
+# starts runs this same module with the same arguments (told by environment
+# which port the supervisor reserved and where to report ready).
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from gservers.netutil import ListenError, raise_nofile_limit
+from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
+
+from lb.config import Address, LBConfig
+
+PROG = "python -m lb"
+
+
+def parser() -> ArgumentParser:
+    """The argument parser, generated from LBConfig."""
+    p = ArgumentParser(
+        prog=PROG,
+        description="A greenlet-pooled HTTP/1.1 load balancer. With no flags it listens on "
+                    "127.0.0.1:44444 and balances over 127.0.0.1:9002-9005, per request, with "
+                    "keep-alive connections to the backends, health checks, retries and "
+                    "passive ejection. SIGTERM drains; SIGHUP re-reads --config.",
+        epilog="Every flag can also be given in a TOML file (--config) with the flag's name as "
+               "key, e.g. backend = [\"127.0.0.1:9002=2\", \"127.0.0.1:9003\"]; flags override "
+               "the file.")
+    p.add_argument("--config", metavar="FILE.toml", help="read settings from a TOML file")
+    add_arguments(p, LBConfig)
+    return p
+
+
+def load(argv: list[str] | None) -> tuple[LBConfig, str | None]:
+    """Parse ``argv`` (and the TOML file it names) into an LBConfig."""
+    p = parser()
+    args = p.parse_args(argv)
+    path = args.__dict__.pop("config", None)
+    try:
+        return build(LBConfig, args, path), path
+    except ConfigError as exc:
+        p.error(str(exc))
+        raise  # not reached
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the balancer; return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    config, path = load(argv)
+    worker_index = os.environ.get("GSERVERS_LB_WORKER")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(name)s" + (f"[{worker_index}]" if worker_index else "")
+        + " %(levelname)s %(message)s")
+    raise_nofile_limit()
+    try:
+        if config.workers > 1 and worker_index is None:
+            from lb.workers import Supervisor
+            return Supervisor(config, argv).run()
+        return _worker(config, path, argv, worker_index is not None)
+    except ListenError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a backend name that does not resolve
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: bool) -> int:
+    from lb.server import Worker
+    ready = None
+    if supervised:
+        config = _supervised_ports(config)
+        fd = int(os.environ["GSERVERS_LB_READY_FD"])
+
+        def ready() -> None:
+            os.write(fd, b"1")
+            os.close(fd)
+
+    def reload() -> LBConfig:
+        new, _ = load(argv) if path else (config, None)
+        return _supervised_ports(new) if supervised else new
+
+    return Worker(config, reload if path else None, reuse_port=supervised, ready=ready).run()
+
+
+def _supervised_ports(config: LBConfig) -> LBConfig:
+    port = int(os.environ["GSERVERS_LB_PORT"])
+    config = replace(config, listen=Address(config.listen.host, port))
+    if config.admin is not None:
+        admin_port = int(os.environ["GSERVERS_LB_ADMIN_PORT"])
+        config = replace(config, admin=Address(config.admin.host, admin_port))
+    return config
+
+
+if __name__ == "__main__":
+    sys.exit(main())

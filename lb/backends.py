@@ -1,0 +1,163 @@
+# lb/backends.py -- what the balancer knows of each backend.
+#
+# Strategy: one BackendState per configured backend holds everything the
+# policies, the health checks, the proxy and /stats look at: its resolved
+# address (looked up once, never per connect), its keep-alive pool, requests
+# in flight, the active health verdict, passive ejection after consecutive
+# failures, and counters.  ``Backends`` keeps the list of usable backends
+# cached, rebuilt only when a verdict changes or an ejection runs out, so the
+# per-request choice costs one policy call.  Everything here runs in one
+# thread of greenlets and never blocks.
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from typing import Iterable, Sequence
+
+from lb.config import Address, LBConfig
+from lb.policies import Policy, make
+from lb.upstream import UpstreamPool
+
+log = logging.getLogger("lb.backends")
+
+LATENCY_SAMPLES = 2048
+
+
+def resolve(where: Address) -> tuple[int, tuple]:
+    """(family, sockaddr) for ``where``, looked up once at start."""
+    try:
+        info = socket.getaddrinfo(where.host, where.port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--backend: cannot resolve {where}: {exc.strerror}") from None
+    return info[0], info[4]
+
+
+class BackendState:
+    """One backend: address, pool, health, counters."""
+
+    def __init__(self, where: Address, config: LBConfig) -> None:
+        self.address = where
+        self.name = str(where)
+        self.weight = where.weight
+        family, sockaddr = resolve(where)
+        self.pool = UpstreamPool(family, sockaddr, config.pool_size, config.pool_idle_timeout,
+                                 config.connect_timeout)
+        self.in_flight = 0
+        self.healthy = True
+        self.ejected_until = 0.0
+        self.consecutive_failures = 0
+        self.requests = 0
+        self.failures = 0
+        self.retries = 0
+        self.ejections = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    @property
+    def state(self) -> str:
+        """up, down (failed its health checks) or ejected (failing requests)."""
+        if not self.healthy:
+            return "down"
+        if self.ejected_until > time.monotonic():
+            return "ejected"
+        return "up"
+
+    def percentiles(self) -> dict[str, float | None]:
+        """Upstream latency p50/p90/p99 in milliseconds over recent requests."""
+        samples = sorted(self.latencies)
+        if not samples:
+            return {"p50": None, "p90": None, "p99": None}
+        pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+        return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99)}
+
+
+class RetryBudget:
+    """Retries allowed: ``ratio`` of requests, plus ``per_second`` a second,
+    so that a failing fleet is not hit with a multiple of its load."""
+
+    def __init__(self, ratio: float, per_second: float = 10.0) -> None:
+        self.ratio = ratio
+        self.per_second = per_second
+        self.cap = max(10.0, per_second)
+        self.tokens = self.cap
+        self._stamp = time.monotonic()
+
+    def deposit(self) -> None:
+        """One request arrived."""
+        self.tokens = min(self.cap, self.tokens + self.ratio)
+
+    def withdraw(self) -> bool:
+        """Take one retry if the budget allows it."""
+        now = time.monotonic()
+        self.tokens = min(self.cap, self.tokens + (now - self._stamp) * self.per_second)
+        self._stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class Backends:
+    """The backend set, its policy and the cached list of usable ones."""
+
+    def __init__(self, config: LBConfig, reuse: Iterable[BackendState] = ()) -> None:
+        known = {(s.address.host, s.address.port): s for s in reuse}
+        self.states: list[BackendState] = []
+        for where in config.backend:
+            state = known.get((where.host, where.port))
+            if state is None or state.weight != where.weight:
+                state = BackendState(where, config)
+            self.states.append(state)
+        self.policy: Policy = make(config.policy, self.states)
+        self.eject_failures = config.eject_failures
+        self.eject_time = config.eject_time
+        self._usable: list[BackendState] = list(self.states)
+        self._recheck_at = float("inf")
+
+    def invalidate(self) -> None:
+        """A verdict changed: rebuild the usable list on the next choice."""
+        self._recheck_at = 0.0
+
+    def usable(self) -> Sequence[BackendState]:
+        """Backends up and not ejected, in configuration order."""
+        now = time.monotonic()
+        if now >= self._recheck_at:
+            self._usable = [s for s in self.states if s.healthy and s.ejected_until <= now]
+            pending = [s.ejected_until for s in self.states if s.healthy and s.ejected_until > now]
+            self._recheck_at = min(pending, default=float("inf"))
+        return self._usable
+
+    def choose(self, key: str, tried: Sequence[BackendState] = ()) -> BackendState | None:
+        """A backend for client ``key`` that was not ``tried`` yet, or None."""
+        usable = self.usable()
+        if tried:
+            usable = [s for s in usable if s not in tried]
+        if not usable:
+            return None
+        return self.policy.pick(usable, key)  # type: ignore[return-value]
+
+    def succeeded(self, state: BackendState, latency: float) -> None:
+        """A request got a whole response from ``state``."""
+        state.consecutive_failures = 0
+        state.latencies.append(latency)
+
+    def failed(self, state: BackendState, why: str) -> None:
+        """A request failed at ``state``: count it, eject it if it keeps failing."""
+        state.failures += 1
+        state.consecutive_failures += 1
+        if state.consecutive_failures >= self.eject_failures and state.ejected_until <= time.monotonic():
+            state.ejected_until = time.monotonic() + self.eject_time
+            state.ejections += 1
+            # After the cool-down one more failure ejects it again at once.
+            state.consecutive_failures = self.eject_failures - 1
+            log.warning("backend %s ejected for %.1fs after repeated failures (%s)",
+                        state.name, self.eject_time, why)
+            self.invalidate()
+
+    def close(self, keep: Iterable[BackendState] = ()) -> None:
+        """Close the idle pools of backends not in ``keep``."""
+        kept = set(map(id, keep))
+        for state in self.states:
+            if id(state) not in kept:
+                state.pool.close()

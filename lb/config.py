@@ -1,0 +1,155 @@
+# lb/config.py -- the balancer's settings.
+#
+# Strategy: one frozen dataclass, each field documented once through
+# ``gservers.settings.setting`` (help, value parser, default); the CLI flags
+# and the TOML keys are both generated from it by ``lb/__main__.py``.  Values
+# are checked when parsed (addresses, weights, durations), cross-field rules
+# in ``__post_init__``; every error names the setting.
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gservers.settings import (LOG_LEVELS, choice, fraction, non_negative_int, positive_int,
+                               seconds, setting)
+
+from lb.policies import POLICIES
+
+_ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Address:
+    """A host and port; ``weight`` matters only for backends."""
+
+    host: str
+    port: int
+    weight: int = 1
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def address(value: Any) -> Address:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``)."""
+    match = _ADDRESS.match(str(value).strip())
+    if not match:
+        raise ValueError("expected HOST:PORT")
+    port = int(match.group("port"))
+    if not 0 <= port <= 65535:
+        raise ValueError("a port is 0 to 65535")
+    return Address(match.group("v6") or match.group("host"), port)
+
+
+def backend_address(value: Any) -> Address:
+    """``HOST:PORT[=WEIGHT]``, weight a whole number >= 1."""
+    text = str(value).strip()
+    weight = 1
+    if "=" in text:
+        text, _, raw = text.rpartition("=")
+        try:
+            weight = int(raw)
+        except ValueError:
+            raise ValueError("weight must be a whole number") from None
+        if not 1 <= weight <= 1000:
+            raise ValueError("weight must be 1 to 1000")
+    where = address(text)
+    if where.port == 0:
+        raise ValueError("a backend needs a real port")
+    return Address(where.host, where.port, weight)
+
+
+def optional_address(value: Any) -> Address | None:
+    """``HOST:PORT``, or ``off``."""
+    if str(value).strip().lower() in ("off", "none", ""):
+        return None
+    return address(value)
+
+
+def policy_name(value: Any) -> str:
+    """A registered balancing policy."""
+    name = str(value)
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy; choose one of {', '.join(sorted(POLICIES))}")
+    return name
+
+
+DEFAULT_BACKENDS = tuple(Address("127.0.0.1", port) for port in range(9002, 9006))
+
+
+@dataclass(frozen=True)
+class LBConfig:
+    """Everything one balancer process needs to know."""
+
+    listen: Address = setting(Address("127.0.0.1", 44444), "address to listen on",
+                              parse=address, metavar="HOST:PORT")
+    backend: tuple[Address, ...] = setting(
+        DEFAULT_BACKENDS, "a backend, HOST:PORT[=WEIGHT]; repeat the flag for each one "
+        "(replaces the defaults)", parse=backend_address, metavar="HOST:PORT[=W]", repeat=True)
+    policy: str = setting("round_robin", "balancing policy: " + ", ".join(sorted(POLICIES)),
+                          parse=policy_name, metavar="NAME")
+    workers: int = setting(1, "worker processes sharing the port (SO_REUSEPORT)",
+                           parse=positive_int, metavar="N")
+    max_connections: int = setting(10000, "client connections served at once per worker; "
+                                   "beyond it the balancer stops accepting", parse=positive_int,
+                                   metavar="N")
+    backlog: int = setting(4096, "listen backlog", parse=positive_int)
+    connect_timeout: float = setting(1.0, "seconds to connect to a backend (then the next one)",
+                                     parse=seconds, metavar="SECONDS")
+    response_timeout: float = setting(10.0, "seconds to wait for a backend's response to start, "
+                                      "and for each pause within it (then 504)",
+                                      parse=seconds, metavar="SECONDS")
+    header_timeout: float = setting(10.0, "seconds a client has to send a request head "
+                                    "(then 408), and the longest pause within a body",
+                                    parse=seconds, metavar="SECONDS")
+    keepalive_timeout: float = setting(15.0, "seconds an idle client connection is kept",
+                                       parse=seconds, metavar="SECONDS")
+    pool_size: int = setting(256, "idle keep-alive connections kept per backend",
+                             parse=non_negative_int, metavar="N")
+    pool_idle_timeout: float = setting(10.0, "seconds an idle backend connection is kept "
+                                       "(keep it below the backends' keep-alive timeout)",
+                                       parse=seconds, metavar="SECONDS")
+    retries: int = setting(2, "further backends tried for one request", parse=non_negative_int,
+                           metavar="N")
+    retry_budget: float = setting(0.2, "retries allowed as a share of requests (plus 10/s)",
+                                  parse=fraction, metavar="RATIO")
+    health_interval: float = setting(1.0, "seconds between active health checks (GET /health)",
+                                     parse=seconds, metavar="SECONDS")
+    health_timeout: float = setting(1.0, "seconds a health check may take", parse=seconds,
+                                    metavar="SECONDS")
+    health_path: str = setting("/health", "path the health checks request", parse=str,
+                               metavar="PATH")
+    rise: int = setting(2, "passing checks that bring a down backend back", parse=positive_int,
+                        metavar="N")
+    fall: int = setting(2, "failing checks that take a backend down", parse=positive_int,
+                        metavar="N")
+    eject_failures: int = setting(3, "consecutive request failures that eject a backend",
+                                  parse=positive_int, metavar="N")
+    eject_time: float = setting(5.0, "seconds an ejected backend is left out", parse=seconds,
+                                metavar="SECONDS")
+    max_body_buffer: int = setting(65536, "request bodies up to this size are buffered, so "
+                                   "the request can be retried; larger ones are streamed",
+                                   parse=non_negative_int, metavar="BYTES")
+    admin: Address | None = setting(Address("127.0.0.1", 44445), "admin listener for /stats "
+                                    "and /metrics, or off", parse=optional_address,
+                                    metavar="HOST:PORT")
+    access_log: str = setting("off", "access log: a file path, - for stderr, or off", parse=str,
+                              metavar="PATH")
+    grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests", parse=seconds,
+                           metavar="SECONDS")
+    log_level: str = setting("info", "logging level: " + ", ".join(LOG_LEVELS), parse=choice(*LOG_LEVELS))
+
+    def __post_init__(self) -> None:
+        if not self.backend:
+            raise ValueError("--backend: at least one backend is needed")
+        seen = set()
+        for b in self.backend:
+            key = (b.host, b.port)
+            if key in seen:
+                raise ValueError(f"--backend: {b} is given twice")
+            seen.add(key)
+        if self.admin is not None and (self.admin.host, self.admin.port) == (
+                self.listen.host, self.listen.port) and self.listen.port != 0:
+            raise ValueError("--admin: must differ from --listen")

@@ -1,0 +1,103 @@
+# lb/health.py -- active health checks.
+#
+# Strategy: one greenlet per balancer walks the backends every
+# ``health_interval`` and checks each in its own greenlet: a fresh
+# connection, ``GET <health_path>``, and a 2xx status line within
+# ``health_timeout``.  ``rise`` passes in a row bring a down backend back,
+# ``fall`` failures in a row take it down; the first check after start counts
+# as enough either way, so a backend that is not there at start is out within
+# one check.  Idle pooled connections past their timeout are reaped on the
+# same tick.
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Callable
+
+import gevent
+from gevent.pool import Group
+
+from lb.backends import Backends, BackendState
+from lb.upstream import ConnectError
+
+log = logging.getLogger("lb.health")
+
+
+def check_once(state: BackendState, path: str, timeout: float) -> bool:
+    """One health check of ``state``: True when it answers 2xx in time."""
+    try:
+        with gevent.Timeout(timeout, False):
+            sock = state.pool.connect()
+            try:
+                sock.settimeout(timeout)
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
+                             b"User-Agent: gservers-lb-health\r\n\r\n"
+                             % (path.encode(), state.name.encode()))
+                data = b""
+                while b"\r\n" not in data and len(data) < 4096:
+                    more = sock.recv(4096)
+                    if not more:
+                        break
+                    data += more
+                parts = data.split(b" ", 2)
+                return (len(parts) >= 2 and parts[0].startswith(b"HTTP/1.")
+                        and parts[1][:1] == b"2" and len(parts[1]) == 3)
+            finally:
+                sock.close()
+        return False  # the timeout fired
+    except (ConnectError, OSError, socket.timeout):
+        return False
+
+
+class HealthChecker:
+    """Runs the checks over whatever ``get_backends()`` returns now."""
+
+    def __init__(self, get_backends: Callable[[], Backends], interval: float, timeout: float,
+                 path: str, rise: int, fall: int) -> None:
+        self.get_backends = get_backends
+        self.interval = interval
+        self.timeout = min(timeout, interval)
+        self.path = path
+        self.rise = rise
+        self.fall = fall
+        self._passes: dict[int, int] = {}
+        self._fails: dict[int, int] = {}
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+
+    def _run(self) -> None:
+        while True:
+            backends = self.get_backends()
+            group = Group()
+            for state in backends.states:
+                group.spawn(self._check, backends, state)
+                state.pool.reap()
+            group.join()
+            gevent.sleep(self.interval)
+
+    def _check(self, backends: Backends, state: BackendState) -> None:
+        ok = check_once(state, self.path, self.timeout)
+        key = id(state)
+        first = key not in self._passes
+        if ok:
+            self._passes[key] = self._passes.get(key, 0) + 1
+            self._fails[key] = 0
+            if not state.healthy and (first or self._passes[key] >= self.rise):
+                state.healthy = True
+                state.consecutive_failures = 0
+                state.ejected_until = 0.0
+                log.warning("backend %s is up", state.name)
+                backends.invalidate()
+        else:
+            self._fails[key] = self._fails.get(key, 0) + 1
+            self._passes[key] = 0
+            if state.healthy and (first or self._fails[key] >= self.fall):
+                state.healthy = False
+                log.warning("backend %s is down (health check failed)", state.name)
+                backends.invalidate()

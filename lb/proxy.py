@@ -1,0 +1,414 @@
+# lb/proxy.py -- the reverse proxy: one client connection, request by request.
+#
+# Strategy: the client side is the backends' own machinery (ClientStream over
+# the shared strict parser, the same deadlines and 4xx answers), so nothing
+# the backends would refuse reaches a backend.  Each request is balanced on
+# its own: the policy picks a backend, its pool lends a keep-alive
+# connection, the head is rebuilt (hop-by-hop headers dropped, X-Forwarded-*
+# and Via added, framing re-stated) and the response is relayed event by
+# event, so bodies of any size stream in both directions.  Request bodies up
+# to ``max_body_buffer`` are read first, which makes the request replayable:
+# a failed connect or send is retried on the next backend for any method; a
+# backend that dies before answering is retried only for idempotent methods.
+# Once a response byte has gone to the client there is no retry: the client
+# connection is closed instead.
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from gevent import socket as gsocket
+
+from gservers.app import Response, error_response
+from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, linger_close,
+                                 reject, send_response, set_nodelay)
+from gservers.http import (HOP_BY_HOP, LAST_CHUNK, Data, End, Head, HttpError, Rejected,
+                           RequestParser, ResponseParser, chunk, status_line)
+
+from lb.backends import Backends, BackendState, RetryBudget
+from lb.config import LBConfig
+from lb.upstream import ConnectError
+
+SERVER = b"gservers-lb/0.1"
+VIA = b"1.1 gservers-lb"
+RECV_SIZE = 65536
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+
+
+class Stats:
+    """Totals for /stats and /metrics (per-backend figures live on BackendState)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.responses: dict[int, int] = {}
+        self.retries = 0
+        self.client_connections = 0
+        self.started = time.time()
+
+    def count(self, status: int) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
+
+
+@dataclass
+class Outcome:
+    """How one attempt at a backend ended."""
+
+    sent: int = 0                 #: response bytes sent to the client
+    status: int = 0
+    retry: bool = False           #: nothing reached the client and the request may be replayed
+    error: HttpError | None = None
+    client_keep_alive: bool = True
+    upstream_time: float = 0.0
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Proxy:
+    """Shared state of one worker's proxy: config, backends, stats, log."""
+
+    def __init__(self, config: LBConfig, backends: Backends, access_log: Any = None) -> None:
+        self.config = config
+        self.backends = backends
+        self.tracker = Tracker()
+        self.stats = Stats()
+        self.budget = RetryBudget(config.retry_budget)
+        self.access_log = access_log
+
+    def handle(self, sock: Any, address: Any) -> None:
+        """The StreamServer handler: proxy one client connection."""
+        self.stats.client_connections += 1
+        try:
+            _ClientConnection(self, sock, address).run()
+        finally:
+            self.stats.client_connections -= 1
+
+
+def _forward_headers(head: Head, client_ip: bytes) -> list[tuple[bytes, bytes]]:
+    """The client's end-to-end headers plus X-Forwarded-* and Via."""
+    drop = set(HOP_BY_HOP)
+    drop.update(head.tokens(b"connection"))
+    drop.update((b"content-length", b"expect", b"x-forwarded-proto"))
+    out: list[tuple[bytes, bytes]] = []
+    forwarded_for: list[bytes] = []
+    via: list[bytes] = []
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"x-forwarded-for":
+            forwarded_for.append(value)
+        elif lname == b"via":
+            via.append(value)
+        else:
+            out.append((name, value))
+    if head.get(b"host") is None:
+        out.append((b"Host", b"unknown"))
+    forwarded_for.append(client_ip)
+    via.append(VIA if head.version == "1.1" else b"1.0 gservers-lb")
+    out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
+    out.append((b"X-Forwarded-Proto", b"http"))
+    out.append((b"Via", b", ".join(via)))
+    return out
+
+
+class _ClientConnection:
+    def __init__(self, proxy: Proxy, sock: Any, address: Any) -> None:
+        self.proxy = proxy
+        self.config = proxy.config
+        self.sock = sock
+        self.client_ip = str(address[0]).encode() if address else b"-"
+        self.key = str(address[0]) if address else "-"
+        self.stream = ClientStream(sock, RequestParser(), proxy.tracker,
+                                   self.config.header_timeout, self.config.keepalive_timeout)
+        self._prefix: list[bytes] = []
+
+    def run(self) -> None:
+        set_nodelay(self.sock)
+        try:
+            self._loop()
+        except (OSError, _ClientGone):
+            pass
+        finally:
+            self.proxy.tracker.set_busy(self.sock)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _loop(self) -> None:
+        stream, sock = self.stream, self.sock
+        while True:
+            try:
+                event = stream.next()
+            except RequestTimeout:
+                reject(sock, HttpError(408, "request timeout"), SERVER)
+                return
+            except Draining:
+                return
+            if event is None:
+                return
+            if isinstance(event, Rejected):
+                reject(sock, event.error, SERVER)
+                return
+            if type(event) is not Head:
+                continue  # the End of a bodiless request
+            if not self._request(event):
+                return
+
+    # -- one request ---------------------------------------------------------
+    def _request(self, head: Head) -> bool:
+        """Proxy one request; False when the client connection must close."""
+        proxy, config = self.proxy, self.config
+        started = time.monotonic()
+        proxy.stats.requests += 1
+        proxy.budget.deposit()
+        if head.method == b"CONNECT":
+            return self._local(head, HttpError(405, "CONNECT is not supported"), False, started=started)
+        has_body = head.chunked or bool(head.content_length)
+        if has_body and b"100-continue" in head.tokens(b"expect"):
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body: bytes | None = b""
+        if has_body:
+            try:
+                body = self._read_body(head)
+            except RequestTimeout:
+                return self._local(head, HttpError(408, "request body timeout"), False, started=started)
+            except HttpError as exc:
+                return self._local(head, exc, False, started=started)
+        tried: list[BackendState] = []
+        while True:
+            backend = proxy.backends.choose(self.key, tried)
+            if backend is None:
+                if tried:
+                    error = HttpError(502, "no backend could take the request")
+                else:
+                    error = HttpError(503, "no healthy backend")
+                return self._local(head, error, True, retry_after=not tried, started=started)
+            tried.append(backend)
+            outcome = self._attempt(backend, head, body)
+            if outcome.retry and len(tried) <= config.retries and proxy.budget.withdraw():
+                backend.retries += 1
+                proxy.stats.retries += 1
+                continue
+            break
+        if outcome.error is not None and outcome.sent == 0:
+            return self._local(head, outcome.error, outcome.client_keep_alive,
+                               backend=backend.name, started=started)
+        proxy.stats.count(outcome.status)
+        self._log(head, outcome.status, outcome.sent, backend.name, outcome.upstream_time, started)
+        return outcome.client_keep_alive and outcome.error is None
+
+    def _local(self, head: Head, error: HttpError, keep_alive: bool, retry_after: bool = False,
+               backend: str = "-", started: float | None = None) -> bool:
+        """Answer ``error`` from the balancer itself."""
+        response = error_response(error, close=not keep_alive)
+        if retry_after:
+            response = Response(response.status, response.headers + ((b"Retry-After", b"1"),),
+                                response.body, close=response.close)
+        keep = keep_alive and head.keep_alive and not self.proxy.tracker.draining
+        send_response(self.sock, response, head, keep, SERVER)
+        self.proxy.stats.count(error.status)
+        self._log(head, error.status, len(response.body), backend, 0.0, started)
+        if not keep:
+            linger_close(self.sock)
+        return keep
+
+    def _read_body(self, head: Head) -> bytes | None:
+        """The whole body if it fits the buffer, else None (stream it later).
+
+        Raises RequestTimeout, or HttpError for a malformed body."""
+        limit = self.config.max_body_buffer
+        if head.content_length is not None and head.content_length > limit:
+            return None
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = self.stream.next()
+            if event is None:
+                raise _ClientGone()
+            if isinstance(event, End):
+                return b"".join(parts)
+            if isinstance(event, Rejected):
+                raise event.error
+            assert isinstance(event, Data)
+            parts.append(event.data)
+            size += len(event.data)
+            if size > limit:  # a chunked body too large to keep: stream the rest
+                self._prefix = parts
+                return None
+
+    def _body_pieces(self, head: Head) -> Iterator[bytes]:
+        """Stream the rest of a large body, framed for the backend."""
+        rechunk = head.chunked
+        for data in self._prefix:
+            yield chunk(data) if rechunk else data
+        self._prefix = []
+        while True:
+            event = self.stream.next()
+            if event is None:
+                raise _ClientGone()
+            if isinstance(event, End):
+                if rechunk:
+                    yield LAST_CHUNK
+                return
+            if isinstance(event, Rejected):
+                raise _ClientGone()
+            assert isinstance(event, Data)
+            yield chunk(event.data) if rechunk else event.data
+
+    def _log(self, head: Head, status: int, size: int, backend: str, upstream: float,
+             started: float | None) -> None:
+        log = self.proxy.access_log
+        if log is None:
+            return
+        total = time.monotonic() - started if started is not None else 0.0
+        log.write(f"{self.key} {head.method.decode('latin-1')} {head.target.decode('latin-1')} "
+                  f"{status} {size} {backend} {upstream * 1000:.2f}ms {total * 1000:.2f}ms\n")
+
+    # -- one attempt at one backend -----------------------------------------
+    def _attempt(self, backend: BackendState, head: Head, body: bytes | None) -> Outcome:
+        backends = self.proxy.backends
+        try:
+            upstream, reused = backend.pool.acquire()
+        except ConnectError as exc:
+            backends.failed(backend, f"connect: {exc}")
+            return Outcome(retry=body is not None, error=HttpError(502, "backend unreachable"))
+        backend.in_flight += 1
+        backend.requests += 1
+        clean = False
+        try:
+            outcome, clean = self._exchange(upstream, reused, backend, head, body)
+            return outcome
+        finally:
+            backend.in_flight -= 1
+            if clean:
+                backend.pool.release(upstream)
+            else:
+                upstream.close()
+
+    def _exchange(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
+                  body: bytes | None) -> tuple[Outcome, bool]:
+        config, backends = self.config, self.proxy.backends
+        headers = _forward_headers(head, self.client_ip)
+        if body is not None:
+            if body or head.content_length is not None or head.chunked:
+                headers.append((b"Content-Length", b"%d" % len(body)))
+        elif head.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        else:
+            headers.append((b"Content-Length", b"%d" % (head.content_length or 0)))
+        request = b"%s %s HTTP/1.1\r\n" % (head.method, head.target)
+        request += b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"\r\n"
+        began = time.monotonic()
+        upstream.settimeout(config.response_timeout)
+        try:
+            if body is not None:
+                upstream.sendall(request + body)
+            else:
+                upstream.sendall(request)
+                for piece in self._body_pieces(head):
+                    upstream.sendall(piece)
+        except (OSError, gsocket.timeout):
+            backends.failed(backend, "send")
+            return Outcome(retry=body is not None, error=HttpError(502, "backend failed")), False
+        return self._relay(upstream, reused, backend, head, body is not None, began)
+
+    def _relay(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
+               replayable: bool, began: float) -> tuple[Outcome, bool]:
+        """Read the backend's response and pass it on to the client."""
+        backends = self.proxy.backends
+        parser = ResponseParser(head.method)
+        out = Outcome()
+        client_11 = head.version == "1.1"
+        rechunk = False
+        keep = head.keep_alive and not self.proxy.tracker.draining
+        upstream_keep = False
+        done = False
+        sock = self.sock
+        while not done:
+            try:
+                data = upstream.recv(RECV_SIZE)
+            except gsocket.timeout:
+                backends.failed(backend, "response timeout")
+                out.error = HttpError(504, "backend response timed out")
+                out.client_keep_alive = keep
+                return out, False
+            except OSError:
+                data = b""  # a reset reads as a close
+            events = parser.feed(data) if data else parser.finish()
+            if not data and not events and out.sent == 0 and not parser.in_message:
+                # Closed before answering: the keep-alive race on a reused
+                # connection, or a backend that died.  Replay only what is safe.
+                backends.failed(backend, "closed before responding")
+                out.retry = replayable and head.method in IDEMPOTENT
+                out.error = HttpError(502, "backend closed the connection")
+                out.client_keep_alive = keep
+                return out, False
+            pieces: list[bytes] = []
+            for event in events:
+                if type(event) is Data:
+                    pieces.append(chunk(event.data) if rechunk else event.data)
+                elif type(event) is Head:
+                    out.status = event.status
+                    out.upstream_time = time.monotonic() - began
+                    upstream_keep = event.keep_alive
+                    framed = event.content_length is not None or not _has_body(head, event)
+                    if not framed and not client_11:
+                        keep = False          # close-delimited to an HTTP/1.0 client
+                    rechunk = not framed and client_11
+                    pieces.append(_response_head(event, keep, client_11, rechunk))
+                elif type(event) is End:
+                    if rechunk:
+                        pieces.append(LAST_CHUNK)
+                    done = True
+                else:  # Rejected: the backend's response is malformed or cut short
+                    backends.failed(backend, event.error.reason)
+                    out.error = event.error
+                    out.client_keep_alive = keep and out.sent == 0
+                    return out, False
+            if pieces:
+                payload = b"".join(pieces)
+                try:
+                    sock.sendall(payload)
+                except OSError:
+                    raise _ClientGone() from None
+                out.sent += len(payload)
+            if not data and not done:
+                break
+        if out.error is None:
+            backends.succeeded(backend, out.upstream_time)
+        out.client_keep_alive = keep and out.error is None
+        clean = done and out.error is None and upstream_keep and not parser.in_message
+        return out, clean
+
+
+def _has_body(request: Head, response: Head) -> bool:
+    return request.method != b"HEAD" and response.status not in (204, 304)
+
+
+def _response_head(head: Head, keep_alive: bool, client_11: bool, rechunk: bool) -> bytes:
+    """The backend's response head, re-stated for our client."""
+    drop = set(HOP_BY_HOP)
+    drop.update(head.tokens(b"connection"))
+    parts = [status_line(head.status)]
+    via = b""
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == b"via":
+            via = value + b", "
+            continue
+        parts.append(b"%s: %s\r\n" % (name, value))
+    parts.append(b"Via: %s%s\r\n" % (via, VIA if head.version == "1.1" else b"1.0 gservers-lb"))
+    if rechunk:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif not client_11:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)

@@ -1,0 +1,133 @@
+# lb/server.py -- one balancer worker: listener, proxy, health, admin, signals.
+#
+# Strategy: a gevent StreamServer with ``spawn=Pool(max_connections)`` runs
+# the proxy handler (a full pool stops accepting; the backlog holds the
+# rest).  Signals are queued onto events and dispatched by this module only:
+# SIGTERM/SIGINT drain (stop accepting, close idle clients, let in-flight
+# requests finish within the grace period), SIGHUP asks the entry module to
+# re-read the configuration and swaps in the new backend set -- states and
+# pools of backends that stay are kept, so no connection is dropped.
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Callable, TextIO
+
+import gevent
+from gevent import socket as gsocket
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from gservers.netutil import bind, bound_port
+from gservers.settings import ConfigError
+
+from lb.admin import serve_admin, snapshot
+from lb.backends import Backends
+from lb.config import LBConfig
+from lb.health import HealthChecker
+from lb.proxy import Proxy
+
+log = logging.getLogger("lb")
+
+
+def open_access_log(where: str) -> TextIO | None:
+    """The access log stream for ``where`` (a path, ``-`` or ``off``)."""
+    if where == "off":
+        return None
+    if where == "-":
+        return sys.stderr
+    return open(where, "a", buffering=1, encoding="utf-8")
+
+
+class Worker:
+    """Everything one balancer process runs."""
+
+    def __init__(self, config: LBConfig, reload: Callable[[], LBConfig] | None = None,
+                 reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.reload_config = reload
+        self.ready = ready
+        self.listener = bind(config.listen.host, config.listen.port, config.backlog,
+                             gsocket.socket, reuse_port)
+        self.admin_listener = None
+        if config.admin is not None:
+            self.admin_listener = bind(config.admin.host, config.admin.port, 128,
+                                       gsocket.socket, reuse_port)
+        self.proxy = Proxy(config, Backends(config), open_access_log(config.access_log))
+        self.pool = Pool(config.max_connections)
+        self.server = StreamServer(self.listener, self.proxy.handle, spawn=self.pool)
+        self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
+                                    config.health_timeout, config.health_path,
+                                    config.rise, config.fall)
+        self._stop = Event()
+        self._hup = Event()
+
+    def view(self) -> dict[str, Any]:
+        return snapshot(self.proxy, self.proxy.backends)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; return the exit code."""
+        gevent.signal_handler(signal.SIGTERM, self._stop.set)
+        gevent.signal_handler(signal.SIGINT, self._stop.set)
+        gevent.signal_handler(signal.SIGHUP, self._hup.set)
+        self.server.start()
+        self.health.start()
+        admin = serve_admin(self.admin_listener, self.view) if self.admin_listener else None
+        cfg = self.config
+        log.info("lb listening on http://%s:%d (pid %d, policy %s, backends %s%s)",
+                 cfg.listen.host, bound_port(self.listener), os.getpid(), cfg.policy,
+                 " ".join(s.name for s in self.proxy.backends.states),
+                 f", admin http://{cfg.admin.host}:{bound_port(self.admin_listener)}"
+                 if admin else "")
+        if self.ready:
+            self.ready()
+        reloader = gevent.spawn(self._reloads)
+        self._stop.wait()
+        reloader.kill(block=False)
+        self._drain()
+        if admin is not None:
+            admin.stop(timeout=1)
+        return 0
+
+    def _reloads(self) -> None:
+        while True:
+            self._hup.wait()
+            self._hup.clear()
+            self.reload()
+
+    def reload(self) -> None:
+        """Re-read the configuration; swap the backend set and settings."""
+        if self.reload_config is None:
+            log.warning("SIGHUP: no configuration file to re-read")
+            return
+        try:
+            new = self.reload_config()
+            backends = Backends(new, reuse=self.proxy.backends.states)
+        except (ConfigError, ValueError) as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        old = self.proxy.backends
+        if (new.listen, new.admin, new.workers) != (self.config.listen, self.config.admin,
+                                                    self.config.workers):
+            log.warning("SIGHUP: listen, admin and workers changes need a restart")
+        self.config = new
+        self.proxy.config = new
+        self.proxy.backends = backends
+        old.close(keep=backends.states)
+        log.info("SIGHUP: reloaded; policy %s, backends %s", new.policy,
+                 " ".join(s.name for s in backends.states))
+
+    def _drain(self) -> None:
+        grace = self.config.grace
+        log.info("stopping: draining %d connection(s), grace %.1fs", len(self.pool), grace)
+        self.server.close()
+        self.proxy.tracker.drain()
+        if not self.pool.join(timeout=grace):
+            log.warning("grace period over; closing %d connection(s)", len(self.pool))
+            self.pool.kill(block=True, timeout=1)
+        self.health.stop()
+        self.proxy.backends.close()
+        log.info("stopped")
