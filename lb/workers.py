@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -70,7 +71,6 @@ class Supervisor:
         # Wait until it listens (one byte), dies, or 30 s pass.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            import select
             if select.select([ready_r], [], [], 0.1)[0]:
                 break
         os.close(ready_r)
@@ -86,9 +86,11 @@ class Supervisor:
                 log.error("worker %d could not start (exit %s)", index, proc.returncode)
                 self._stop_all()
                 return 2
-        log.info("lb master listening on http://%s:%d (pid %d, %d workers: %s)",
+        admin = (f", admin http://{self.config.admin.host}:{self.admin_port}"
+                 if self.config.admin else "")
+        log.info("lb master listening on http://%s:%d (pid %d, %d workers: %s%s)",
                  self.config.listen.host, self.port, os.getpid(), len(self.workers),
-                 " ".join(map(str, self.workers)))
+                 " ".join(map(str, self.workers)), admin)
         while True:
             while self.signals:
                 signum = self.signals.pop(0)

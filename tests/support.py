@@ -194,3 +194,50 @@ def wait_port_closed(port: int, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+ADMIN_RE = re.compile(r"admin http://[^:\s]+:(\d+)")
+
+
+@dataclass
+class Balancer:
+    """A balancer process and its admin port."""
+
+    server: Server
+    admin_port: int | None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stats(self) -> dict:
+        """GET /stats from the admin listener."""
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=10) as r:
+            return json.load(r)
+
+    def metrics(self) -> str:
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+
+def start_lb(*args: str, backends: list[int] | None = None, admin: bool = True,
+             timeout: float = 30.0) -> Balancer:
+    """``python -m lb`` on a free port over ``backends`` (ports on 127.0.0.1),
+    with its admin listener on a free port too (unless ``admin`` is False)."""
+    argv = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0" if admin else "off"]
+    for port in backends or []:
+        argv += ["--backend", f"127.0.0.1:{port}"]
+    server = start("lb", *argv, *args, timeout=timeout)
+    admin_port = None
+    if admin:
+        deadline = time.monotonic() + 10
+        while admin_port is None and time.monotonic() < deadline:
+            m = ADMIN_RE.search(server.log)
+            if m:
+                admin_port = int(m.group(1))
+            else:
+                time.sleep(0.05)
+    return Balancer(server, admin_port)
