@@ -152,6 +152,22 @@ def positive_int(value: Any) -> int:
     return number
 
 
+def non_negative_int(value: Any) -> int:
+    """An integer >= 0."""
+    number = _int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def fraction(value: Any) -> float:
+    """A number from 0 to 1."""
+    number = _float(value)
+    if not 0 <= number <= 1:
+        raise ValueError("must be between 0 and 1")
+    return number
+
+
 def port(value: Any) -> int:
     """A TCP port number, 0 (any free port) to 65535."""
     number = _int(value)

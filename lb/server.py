@@ -77,8 +77,9 @@ class Worker:
         self.health.start()
         admin = serve_admin(self.admin_listener, self.view) if self.admin_listener else None
         cfg = self.config
-        log.info("lb listening on http://%s:%d (pid %d, policy %s, backends %s%s)",
-                 cfg.listen.host, bound_port(self.listener), os.getpid(), cfg.policy,
+        # Under a supervisor only the master says "listening on", once all are up.
+        log.info("lb %s http://%s:%d (pid %d, policy %s, backends %s%s)",
+                 "worker serving" if self.ready else "listening on", cfg.listen.host, bound_port(self.listener), os.getpid(), cfg.policy,
                  " ".join(s.name for s in self.proxy.backends.states),
                  f", admin http://{cfg.admin.host}:{bound_port(self.admin_listener)}"
                  if admin else "")
