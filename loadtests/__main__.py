@@ -21,6 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from gservers.netutil import raise_nofile_limit
+from gservers.settings import ArgumentParser
 from loadtests import ab, report
 from loadtests.cell import MODELS, Cell, from_ab
 from loadtests.topology import Proc, Topology, TopologyError
@@ -32,7 +33,7 @@ LB_PORT = 44444
 ADMIN_PORT = 44445
 
 
-def _csv(kind: type, allowed: tuple | None = None):
+def _csv(kind: type, allowed: tuple | None = None, upper: int = 20000, what: str = "concurrency"):
     def parse(text: str) -> list:
         try:
             items = [kind(x) for x in text.split(",") if x.strip()]
@@ -44,8 +45,8 @@ def _csv(kind: type, allowed: tuple | None = None):
             if allowed and item not in allowed:
                 raise argparse.ArgumentTypeError(
                     f"{item!r} is not one of {', '.join(allowed)}")
-            if kind is int and not 1 <= item <= 20000:
-                raise argparse.ArgumentTypeError(f"concurrency {item} is not 1..20000")
+            if kind is int and not 1 <= item <= upper:
+                raise argparse.ArgumentTypeError(f"{what} {item} is not 1..{upper}")
         return items
     return parse
 
@@ -60,8 +61,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog=PROG,
         description="Reproduce the seed experiment: N requests at each concurrency level "
                     "against the Asynchronous (one async backend), Thread (thread-per-"
@@ -79,6 +80,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tool", choices=("ab", "locust", "both"), default="ab",
                    help="load generator (default: ab)")
     p.add_argument("--path", default="/page.html", help="path requested (default: /page.html)")
+    p.add_argument("--backend-ports", type=_csv(int, upper=65535, what="port"), default=BACKEND_PORTS, metavar="P,P,P,P",
+                   help="ports of the async backends; the first is the Asynchronous model "
+                        "(default: 9002,9003,9004,9005)")
+    p.add_argument("--thread-port", type=_positive, default=THREAD_PORT,
+                   help=f"port of the thread backend (default: {THREAD_PORT})")
+    p.add_argument("--lb-port", type=_positive, default=LB_PORT,
+                   help=f"port of the balancer (default: {LB_PORT})")
+    p.add_argument("--admin-port", type=_positive, default=ADMIN_PORT,
+                   help=f"port of the balancer's admin listener (default: {ADMIN_PORT})")
     p.add_argument("--out", default="results",
                    help="directory for results.md/.csv/.json and the plots (default: results)")
     return p
@@ -98,18 +108,19 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _targets(topology: Topology, models: list[str]) -> dict[str, tuple[int, list[Proc]]]:
+def _targets(topology: Topology, args: argparse.Namespace) -> dict[str, tuple[int, list[Proc]]]:
     """Start what the models need; model -> (port, server processes)."""
-    backends = [topology.backend(port) for port in BACKEND_PORTS] if (
+    models, ports = args.models, args.backend_ports
+    backends = [topology.backend(port) for port in ports] if (
         "async" in models or "lb" in models) else []
     out: dict[str, tuple[int, list[Proc]]] = {}
     if "async" in models:
-        out["async"] = (BACKEND_PORTS[0], backends[:1])
+        out["async"] = (ports[0], backends[:1])
     if "thread" in models:
-        out["thread"] = (THREAD_PORT, [topology.backend(THREAD_PORT, "thread")])
+        out["thread"] = (args.thread_port, [topology.backend(args.thread_port, "thread")])
     if "lb" in models:
-        lb = topology.balancer(LB_PORT, BACKEND_PORTS, ADMIN_PORT)
-        out["lb"] = (LB_PORT, [lb] + backends)
+        lb = topology.balancer(args.lb_port, ports, args.admin_port)
+        out["lb"] = (args.lb_port, [lb] + backends)
     return out
 
 
@@ -187,8 +198,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "path": args.path, "backend backlog": 2048, "balancer backlog": 4096,
         "somaxconn": somaxconn,
         "open files limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        "topology": f"async backends 127.0.0.1:{BACKEND_PORTS[0]}-{BACKEND_PORTS[-1]}, thread "
-                    f"backend :{THREAD_PORT}, balancer :{LB_PORT} (round_robin)",
+        "topology": f"async backends 127.0.0.1:{','.join(map(str, args.backend_ports))}, "
+                    f"thread backend :{args.thread_port}, balancer :{args.lb_port} (round_robin)",
         "note": "load generator and servers share the same CPUs",
     }
 
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = os.path.join(args.out, "logs")
     try:
         with Topology(log_dir) as topology:
-            targets = _targets(topology, args.models)
+            targets = _targets(topology, args)
             step = [0]
             if "ab" in tools:
                 cells += _ab_cells(args, targets, step, total)

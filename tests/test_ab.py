@@ -1,0 +1,89 @@
+# tests/test_ab.py -- the ApacheBench parser and verdict, on saved ab outputs.
+#
+# Strategy: tests/data/ab holds real ab outputs captured here: clean runs
+# (with and without -k), a run of 404s, a run against a server that dropped
+# and resized responses (ab counts those as "Length" failures), and a run
+# that ab abandoned (connection refused).  Parsing is pure, so these are
+# plain unit tests; one test runs the real ab through loadtests.ab.run.
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loadtests import ab
+from tests.support import start_backend
+
+DATA = Path(__file__).parent / "data" / "ab"
+
+
+def load(name: str) -> ab.AbResult:
+    text = (DATA / f"{name}.txt").read_text()
+    csv_path = DATA / f"{name}.csv"
+    return ab.parse(text, csv_path.read_text() if csv_path.exists() else "")
+
+
+def test_clean_run_every_field() -> None:
+    r = load("ok-c10")
+    assert (r.concurrency, r.complete, r.failed, r.non_2xx) == (10, 1000, 0, 0)
+    assert r.total_transferred == 398000 and r.html_transferred == 240000
+    assert r.document_length == 240
+    assert r.rps > 0 and r.time_taken > 0 and r.transfer_rate > 0
+    assert r.time_per_request == pytest.approx(r.time_per_request_all * 10, rel=0.01)
+    assert set(r.connection_times) == {"connect", "processing", "waiting", "total"}
+    # -e gives fractional milliseconds for every percentile 0..100
+    assert len(r.percentiles) == 101 and r.percentiles[50] != int(r.percentiles[50])
+    assert r.percentiles[50] <= r.percentiles[99] <= r.percentiles[100]
+    assert ab.judge(r, 1000, 398) == []
+
+
+def test_keepalive_run() -> None:
+    r = load("ok-keepalive-c50")
+    assert r.keepalive_requests == 2000 == r.complete
+    assert r.percentiles[99] >= r.percentiles[50]  # whole-ms table without -e
+    assert ab.judge(r, 2000, 425) == []
+
+
+def test_non_2xx_is_invalid() -> None:
+    r = load("non2xx-404")
+    assert r.non_2xx == 200 and r.failed == 0
+    reasons = ab.judge(r, 200, 179)
+    assert any("non-2xx 200" in x for x in reasons)
+
+
+def test_dropped_and_resized_responses_are_failures() -> None:
+    r = load("failures")
+    assert r.complete == 300 and r.failed == 249
+    assert (r.failed_connect, r.failed_receive, r.failed_length, r.failed_exceptions) == (0, 0, 249, 0)
+    reasons = ab.judge(r, 300, 50)
+    assert any(x.startswith("failed 249") for x in reasons)
+    assert any("total transferred 12644" in x for x in reasons)
+
+
+def test_aborted_run_is_invalid_and_says_why() -> None:
+    r = load("refused")
+    assert r.aborted.startswith("apr_socket_recv: Connection refused")
+    assert r.complete == 0
+    reasons = ab.judge(r, 100, 398)
+    assert reasons[0].startswith("ab gave up: apr_socket_recv")
+
+
+def test_short_transfer_alone_makes_a_cell_invalid() -> None:
+    r = load("ok-c10")
+    assert ab.judge(r, 1000, 399) == ["total transferred 398000 != 1000 x 399 bytes"]
+
+
+def test_real_ab_run_and_response_size() -> None:
+    server = start_backend("async")
+    try:
+        size = ab.response_size("127.0.0.1", server.port, "/page.html")
+        result, output = ab.run(f"http://127.0.0.1:{server.port}/page.html", 300, 20)
+        assert "Complete requests" in output
+        assert ab.judge(result, 300, size) == [], output
+        ka_size = ab.response_size("127.0.0.1", server.port, "/page.html", keepalive=True)
+        result, output = ab.run(f"http://127.0.0.1:{server.port}/page.html", 300, 20, True)
+        assert result.keepalive_requests == 300
+        assert ab.judge(result, 300, ka_size) == [], output
+        assert ka_size != size  # "Connection: close" vs "Connection: keep-alive"
+    finally:
+        server.stop()
