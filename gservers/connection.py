@@ -241,7 +241,8 @@ class Connection:
             if length > config.max_body:
                 reject(sock, HttpError(413, "request body too large"))
                 return
-            if (head.chunked or length) and b"100-continue" in head.tokens(b"expect"):
+            if ((head.chunked or length) and head.version == "1.1"
+                    and b"100-continue" in head.tokens(b"expect")):
                 sock.sendall(CONTINUE)
             body: list[bytes] = []
             size = 0

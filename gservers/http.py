@@ -32,7 +32,9 @@ HOP_BY_HOP = frozenset({
 })
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |\Z)")
+# Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2); empty is allowed.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z")
 
 
 class HttpError(Exception):
@@ -106,18 +108,29 @@ Event = Union[Head, Data, End, Rejected]
 END = End()
 
 
-def _classify(exc: Exception, chunk: bytes, at_boundary: bool) -> HttpError:
-    """Turn an llhttp error into the status a server should answer with."""
+def _classify(exc: Exception, message_start: bytes) -> HttpError:
+    """Turn an llhttp error into the status a server should answer with.
+
+    ``message_start`` holds the first bytes of the failing message: an
+    unknown but well-formed method token is a 501, anything else a 400."""
     text = str(exc)
     if isinstance(exc, httptools.HttpParserInvalidMethodError):
-        if at_boundary and _TOKEN.match(chunk):
+        if _TOKEN.match(message_start):
             return HttpError(501, "method not implemented")
         return HttpError(400, "malformed request line")
-    if "Invalid HTTP version" in text:
-        return HttpError(505, "HTTP version not supported")
     if "invalid `Transfer-Encoding`" in text:
-        return HttpError(501, "transfer coding not implemented")
+        # chunked is not the final coding: the length cannot be known (RFC 9112 6.3)
+        return HttpError(400, "chunked must be the final transfer coding")
     return HttpError(400, text.strip().rstrip(".") or "malformed message")
+
+
+def _message_tail(data: bytes, completed: bool) -> bytes:
+    """The bytes of ``data`` that belong to the message still being parsed:
+    all of it, or what follows the last completed head when one ended here."""
+    if not completed:
+        return data
+    end = data.rfind(b"\r\n\r\n")
+    return data[end + 4:] if end >= 0 else b""
 
 
 class _Parser:
@@ -132,11 +145,14 @@ class _Parser:
         self._in_head = False
         self._in_message = False
         self._head_bytes = 0
+        self._raw_head = 0
+        self._carry = b""
         self._target: list[bytes] = []
         self._target_len = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._framing_headers: list[tuple[bytes, bytes]] = []
         self._hosts = 0
+        self._host = b""
         self.dead = False
 
     @property
@@ -156,32 +172,50 @@ class _Parser:
         if self.dead:
             return []
         events = self._events = []
-        at_boundary = not self._in_message
         head_before = self._in_head
         try:
             self._p.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            # We implement no upgrades: the request was complete, so go on with
-            # a fresh parser on whatever followed it (RFC 9110 7.8 lets a
-            # server ignore Upgrade).
-            self._reset()
-            rest = data[exc.args[0]:] if exc.args else b""
-            return events + (self.feed(rest) if rest else [])
+            return self._upgraded(data, exc.args[0] if exc.args else len(data))
         except HttpError as exc:
             self._fail(exc)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, HttpError) else HttpError(400, "malformed message"))
         except httptools.HttpParserError as exc:
-            self._fail(_classify(exc, data, at_boundary))
+            completed = any(type(e) is End for e in events)
+            start = (b"" if completed else self._carry) + _message_tail(data, completed)
+            self._fail(_classify(exc, start))
         else:
-            if self._in_head and head_before:
-                # Headers still incomplete after a whole further chunk: count it,
-                # so that a never-ending header line cannot grow without bound.
-                self._head_bytes += len(data)
-                if self._head_bytes > self.limits.max_head:
-                    self._fail(HttpError(431, "request header fields too large"))
+            if self._in_head:
+                if head_before:
+                    # Still no end of head after a whole further chunk: count it,
+                    # so that a never-ending header line cannot grow without bound.
+                    self._raw_head += len(data)
+                    if self._raw_head > 2 * self.limits.max_head:
+                        self._fail(HttpError(431, "request header fields too large"))
+                if not self._target_len and not self._headers:  # still in the method
+                    completed = any(type(e) is End for e in events)
+                    self._carry = ((b"" if completed or not head_before else self._carry)
+                                   + _message_tail(data, completed))[:64]
         return events
+
+    def _upgraded(self, data: bytes, offset: int) -> list[Event]:
+        """llhttp stopped after a request asking to Upgrade (or CONNECT).  We
+        implement no upgrades, so the request is served as an ordinary one
+        (RFC 9110 7.8) -- unless it declared a body, which llhttp skipped:
+        parsing on would read that body as the next request, so refuse it."""
+        events = self._events
+        head = next((e for e in reversed(events) if type(e) is Head), None)
+        if head is not None and (head.chunked or head.content_length):
+            while events and type(events[-1]) is not Head:
+                events.pop()
+            events.pop()
+            self._fail(HttpError(400, "Upgrade with a request body is not supported"))
+            return events
+        self._reset()
+        rest = data[offset:]
+        return events + (self.feed(rest) if rest else [])
 
     def _fail(self, error: HttpError) -> None:
         self.dead = True
@@ -195,11 +229,14 @@ class _Parser:
     def on_message_begin(self) -> None:
         self._in_head = self._in_message = True
         self._head_bytes = 0
+        self._raw_head = 0
+        self._carry = b""
         self._target = []
         self._target_len = 0
         self._headers = []
         self._framing_headers = []
         self._hosts = 0
+        self._host = b""
 
     def on_url(self, part: bytes) -> None:
         self._target_len += len(part)
@@ -211,12 +248,14 @@ class _Parser:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.limits.max_head or len(self._headers) >= self.limits.max_headers:
             raise HttpError(431, "request header fields too large")
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace (OWS)
         self._headers.append((name, value))
         lname = name.lower()
         if lname in _FRAMING:
             self._framing_headers.append((lname, value))
         elif lname == b"host":
             self._hosts += 1
+            self._host = value
 
     def on_body(self, data: bytes) -> None:
         if data:
@@ -238,10 +277,12 @@ class _Parser:
         if codings:
             if lengths:
                 raise HttpError(400, "both Content-Length and Transfer-Encoding")
-            if any(c != b"chunked" for c in codings):
-                raise HttpError(501, "transfer coding not implemented")
-            if len(codings) != 1:
+            if codings[-1] != b"chunked":
+                raise HttpError(400, "chunked must be the final transfer coding")
+            if codings.count(b"chunked") != 1:
                 raise HttpError(400, "chunked applied more than once")
+            if len(codings) != 1:
+                raise HttpError(501, "transfer coding not implemented")
             return True, None
         if len(lengths) > 1:
             raise HttpError(400, "more than one Content-Length")
@@ -258,19 +299,35 @@ class RequestParser(_Parser):
 
     _kind = httptools.HttpRequestParser
 
+    def __init__(self, limits: Limits = Limits()) -> None:
+        super().__init__(limits)
+        self._p.set_dangerous_leniencies(lenient_version=True)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._p.set_dangerous_leniencies(lenient_version=True)
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         p = self._p
         version = p.get_http_version()
-        if version not in ("1.1", "1.0"):
-            raise HttpError(505, "HTTP version not supported")
+        if version != "1.1" and version != "1.0":
+            # RFC 9110 2.5: a later HTTP/1.x minor is served as HTTP/1.1;
+            # llhttp parses any digits here so that we can decide.
+            if not version.startswith("1.") or not version[2:].isdigit():
+                raise HttpError(505, "HTTP version not supported")
+            version = "1.1"
         hosts = self._hosts
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise HttpError(400, "exactly one Host header is required")
+        if hosts and not _HOST.match(self._host):
+            raise HttpError(400, "invalid Host header")
         chunked, length = self._framing() if self._framing_headers else (False, None)
+        # HTTP/1.0 has no chunked coding: answer, then close (RFC 9112 6.1).
+        keep_alive = p.should_keep_alive() and not (chunked and version == "1.0")
         self._events.append(Head(
             p.get_method(), b"".join(self._target), 0, version, tuple(self._headers),
-            p.should_keep_alive(), chunked, length,
+            keep_alive, chunked, length,
         ))
 
 
@@ -326,7 +383,7 @@ class ResponseParser(_Parser):
 
     def finish(self) -> list[Event]:
         """The upstream closed: end a read-until-close body, or reject."""
-        if not self._in_message:
+        if not self._in_message or self.dead:
             return []
         self.dead = True
         if self._until_close:

@@ -168,7 +168,7 @@ class _ClientConnection:
         if head.method == b"CONNECT":
             return self._local(head, HttpError(405, "CONNECT is not supported"), False, started=started)
         has_body = head.chunked or bool(head.content_length)
-        if has_body and b"100-continue" in head.tokens(b"expect"):
+        if has_body and head.version == "1.1" and b"100-continue" in head.tokens(b"expect"):
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         body: bytes | None = b""
         if has_body:
