@@ -23,15 +23,15 @@ from gevent import socket as gsocket
 from gservers.app import Response, error_response
 from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, linger_close,
                                  reject, send_response, set_nodelay)
-from gservers.http import (HOP_BY_HOP, LAST_CHUNK, Data, End, Head, HttpError, Rejected,
-                           RequestParser, ResponseParser, chunk, status_line)
+from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Rejected, RequestParser,
+                           ResponseParser, chunk)
 
 from lb.backends import Backends, BackendState, RetryBudget
 from lb.config import LBConfig
+from lb.rewrite import client_response, upstream_request
 from lb.upstream import ConnectError
 
 SERVER = b"gservers-lb/0.1"
-VIA = b"1.1 gservers-lb"
 RECV_SIZE = 65536
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
@@ -84,34 +84,6 @@ class Proxy:
             _ClientConnection(self, sock, address).run()
         finally:
             self.stats.client_connections -= 1
-
-
-def _forward_headers(head: Head, client_ip: bytes) -> list[tuple[bytes, bytes]]:
-    """The client's end-to-end headers plus X-Forwarded-* and Via."""
-    drop = set(HOP_BY_HOP)
-    drop.update(head.tokens(b"connection"))
-    drop.update((b"content-length", b"expect", b"x-forwarded-proto"))
-    out: list[tuple[bytes, bytes]] = []
-    forwarded_for: list[bytes] = []
-    via: list[bytes] = []
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"x-forwarded-for":
-            forwarded_for.append(value)
-        elif lname == b"via":
-            via.append(value)
-        else:
-            out.append((name, value))
-    if head.get(b"host") is None:
-        out.append((b"Host", b"unknown"))
-    forwarded_for.append(client_ip)
-    via.append(VIA if head.version == "1.1" else b"1.0 gservers-lb")
-    out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
-    out.append((b"X-Forwarded-Proto", b"http"))
-    out.append((b"Via", b", ".join(via)))
-    return out
 
 
 class _ClientConnection:
@@ -292,16 +264,12 @@ class _ClientConnection:
     def _exchange(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
                   body: bytes | None) -> tuple[Outcome, bool]:
         config, backends = self.config, self.proxy.backends
-        headers = _forward_headers(head, self.client_ip)
-        if body is not None:
-            if body or head.content_length is not None or head.chunked:
-                headers.append((b"Content-Length", b"%d" % len(body)))
-        elif head.chunked:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        else:
-            headers.append((b"Content-Length", b"%d" % (head.content_length or 0)))
-        request = b"%s %s HTTP/1.1\r\n" % (head.method, head.target)
-        request += b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"\r\n"
+        if body is not None:  # buffered: state its length (none for a bodiless request)
+            declared = body or head.content_length is not None or head.chunked
+            request = upstream_request(head, self.client_ip, len(body) if declared else None,
+                                       False)
+        else:  # streamed: keep the client's framing
+            request = upstream_request(head, self.client_ip, head.content_length, head.chunked)
         began = time.monotonic()
         upstream.settimeout(config.response_timeout)
         try:
@@ -359,7 +327,7 @@ class _ClientConnection:
                     if not framed and not client_11:
                         keep = False          # close-delimited to an HTTP/1.0 client
                     rechunk = not framed and client_11
-                    pieces.append(_response_head(event, keep, client_11, rechunk))
+                    pieces.append(client_response(event, keep, client_11, rechunk))
                 elif type(event) is End:
                     if rechunk:
                         pieces.append(LAST_CHUNK)
@@ -387,28 +355,3 @@ class _ClientConnection:
 
 def _has_body(request: Head, response: Head) -> bool:
     return request.method != b"HEAD" and response.status not in (204, 304)
-
-
-def _response_head(head: Head, keep_alive: bool, client_11: bool, rechunk: bool) -> bytes:
-    """The backend's response head, re-stated for our client."""
-    drop = set(HOP_BY_HOP)
-    drop.update(head.tokens(b"connection"))
-    parts = [status_line(head.status)]
-    via = b""
-    for name, value in head.headers:
-        lname = name.lower()
-        if lname in drop:
-            continue
-        if lname == b"via":
-            via = value + b", "
-            continue
-        parts.append(b"%s: %s\r\n" % (name, value))
-    parts.append(b"Via: %s%s\r\n" % (via, VIA if head.version == "1.1" else b"1.0 gservers-lb"))
-    if rechunk:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    if not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    elif not client_11:
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
