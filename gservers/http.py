@@ -332,11 +332,13 @@ class RequestParser(_Parser):
 
 
 class ResponseParser(_Parser):
-    """Parses one HTTP/1.x response to a request made with ``method``.
+    """Parses one HTTP/1.x response to a request made with ``method``,
+    with any interim (1xx) responses before it: each comes as a Head with
+    its status and an End.
 
-    The caller makes a new parser per response: a response to HEAD, and any
-    1xx, 204 or 304 response, has no body whatever its headers say, which
-    llhttp cannot be told, so parsing stops at the end of such a head."""
+    The caller makes a new parser per response: a final response to HEAD,
+    and a 204 or 304, has no body whatever its headers say, which llhttp
+    cannot be told, so parsing stops at the end of such a head."""
 
     _kind = httptools.HttpResponseParser
 
@@ -356,8 +358,15 @@ class ResponseParser(_Parser):
         if version not in ("1.1", "1.0"):
             raise HttpError(502, "upstream spoke an unsupported HTTP version")
         self.status = status = p.get_status_code()
-        if 100 <= status < 200:
-            raise HttpError(502, "unexpected interim response")
+        if status < 200:
+            # An interim response (100, 103...): no body; llhttp then parses
+            # the next response on the same stream.  101 would switch
+            # protocols, which we never ask for.
+            if status == 101:
+                raise HttpError(502, "unexpected 101 Switching Protocols")
+            self._events.append(Head(b"", b"", status, version, tuple(self._headers),
+                                     True, False, None))
+            return
         try:
             chunked, length = self._framing()
         except HttpError as exc:

@@ -227,7 +227,7 @@ class _ClientConnection:
                     yield LAST_CHUNK
                 return
             if isinstance(event, Rejected):
-                raise _ClientGone()
+                raise event.error
             assert isinstance(event, Data)
             yield chunk(event.data) if rechunk else event.data
 
@@ -279,6 +279,11 @@ class _ClientConnection:
                 upstream.sendall(request)
                 for piece in self._body_pieces(head):
                     upstream.sendall(piece)
+        except RequestTimeout:  # the client stalled mid-body: its fault, not the backend's
+            return Outcome(error=HttpError(408, "request body timeout"),
+                           client_keep_alive=False), False
+        except HttpError as exc:  # the client's streamed body was malformed
+            return Outcome(error=exc, client_keep_alive=False), False
         except (OSError, gsocket.timeout):
             backends.failed(backend, "send")
             return Outcome(retry=body is not None, error=HttpError(502, "backend failed")), False
@@ -295,6 +300,7 @@ class _ClientConnection:
         keep = head.keep_alive and not self.proxy.tracker.draining
         upstream_keep = False
         done = False
+        interim = False
         sock = self.sock
         while not done:
             try:
@@ -319,6 +325,10 @@ class _ClientConnection:
             for event in events:
                 if type(event) is Data:
                     pieces.append(chunk(event.data) if rechunk else event.data)
+                elif type(event) is Head and event.status < 200:
+                    interim = True  # forwarded to HTTP/1.1 clients (RFC 9110 15.2)
+                    if client_11:
+                        pieces.append(client_response(event, True, True, False))
                 elif type(event) is Head:
                     out.status = event.status
                     out.upstream_time = time.monotonic() - began
@@ -328,6 +338,8 @@ class _ClientConnection:
                         keep = False          # close-delimited to an HTTP/1.0 client
                     rechunk = not framed and client_11
                     pieces.append(client_response(event, keep, client_11, rechunk))
+                elif type(event) is End and interim:
+                    interim = False
                 elif type(event) is End:
                     if rechunk:
                         pieces.append(LAST_CHUNK)

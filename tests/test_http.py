@@ -532,9 +532,23 @@ def test_response_bodiless_status(status: int, bytewise: bool) -> None:
         rhead(status, ((b"Content-Length", b"5"),), length=5), ("end",)]
 
 
-@pytest.mark.parametrize("status", [100, 101, 103, 199])
-def test_response_interim_is_502(status: int) -> None:
-    assert response(b"HTTP/1.1 %d X\r\n\r\n" % status) == [("rejected", 502)]
+@pytest.mark.parametrize("status", [100, 103, 199])
+def test_response_interim_then_final(status: int) -> None:
+    """1xx responses come through as a head and an end, then the final one."""
+    data = b"HTTP/1.1 %d X\r\nLink: <a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" % status
+    events = ResponseParser(b"GET").feed(data)
+    assert [type(e) for e in events] == [Head, End, Head, Data, End]
+    assert (events[0].status, events[2].status, events[3].data) == (status, 200, b"ok")
+
+
+def test_response_interim_before_a_head_response() -> None:
+    events = ResponseParser(b"HEAD").feed(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")
+    assert [type(e) for e in events] == [Head, End, Head, End]
+
+
+def test_response_101_is_502() -> None:
+    assert response(b"HTTP/1.1 101 Switching Protocols\r\n\r\n") == [("rejected", 502)]
 
 
 @pytest.mark.parametrize("data", [

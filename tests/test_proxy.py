@@ -658,11 +658,6 @@ INTERIM = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a 1xx interim response from the backend (103 "
-                   "Early Hints, an unsolicited 100) makes the balancer answer 502 'unexpected "
-                   "interim response' and count a backend failure; RFC 9110 15.2: a client MUST "
-                   "be able to parse 1xx responses before the final one, and a proxy MUST "
-                   "forward 1xx it did not ask for (or at least relay the final response)")
 @pytest.mark.parametrize("case", sorted(INTERIM))
 def test_interim_response_from_backend(fresh: Rig, case: str) -> None:
     rig = fresh  # its own balancer: the 502s count as backend failures and could eject it
@@ -743,20 +738,12 @@ def test_bad_chunk_in_a_streamed_body_never_completes_at_backend(rig: Rig) -> No
     assert rig.origin.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a malformed chunk in a request body larger than "
-                   "--max-body-buffer (streamed) makes the balancer drop the client connection "
-                   "without an answer (proxy.py _body_pieces turns Rejected into _ClientGone), "
-                   "although nothing was sent to the client yet; a buffered body gets 400")
 def test_bad_chunk_in_a_streamed_body_gets_400(rig: Rig) -> None:
     with Client(rig.lb.port) as c:
         c.send(streamed_then_bad_chunk())
         assert c.read_response().status == 400
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a client that stalls inside a streamed request body "
-                   "(larger than --max-body-buffer) raises RequestTimeout out of "
-                   "proxy.py _body_pieces: a traceback in the lb's log and no 408, whereas a "
-                   "buffered body gets 408")
 def test_stalled_streamed_body_gets_408() -> None:
     rig = make_rig("--header-timeout", "1")
     try:
