@@ -1,0 +1,607 @@
+# tests/test_lb_faults.py -- the balancer under faults, with real processes.
+#
+# Strategy: every test starts its own backends (``python -m gservers.backend``)
+# and balancer (``python -m lb``) through their command lines on free ports of
+# 127.0.0.1, then injects one fault from outside with a signal to a PID it
+# started itself -- SIGKILL a backend under ApacheBench load, SIGSTOP one
+# (hung), point the balancer at ports where nothing listens, SIGTERM/SIGHUP
+# the balancer under a threaded keep-alive load (tests/loadclient.py records
+# the fate of every single request), SIGKILL a worker of ``--workers 2`` --
+# and checks what clients saw and what /stats and /metrics report.  Load is
+# bounded in requests; every wait is a poll with a generous deadline that
+# only protects against hangs, never a performance assertion.  The ``procs``
+# fixture ends everything a test started, by PID, SIGCONT first so that a
+# stopped process can act on SIGTERM.  A behaviour of the balancer that
+# contradicts its documentation is a strict xfail naming the bug, with set-up
+# failures raised as RuntimeError so only the expected assertion is excused.
+# The ApacheBench failover run meets the retry-budget bug only when timing
+# puts more than 10 requests in flight at the victim as it dies, so there the
+# bug is excused at run time (pytest.xfail) by its exact signature alone, and
+# a strict-xfail test reproduces it deterministically.
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests import loadclient
+from tests.loadclient import LoadClient
+from tests.support import (ROOT, Balancer, Reply, Server, exchange, parse_responses, run_cli,
+                           start, start_lb)
+
+AB = "/usr/bin/ab"
+PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
+#: Hang protection for one request; never a performance bound.
+HANG = 15.0
+
+
+# -- helpers ---------------------------------------------------------------------
+
+class Procs:
+    """The processes one test started; all ended by PID at teardown."""
+
+    def __init__(self) -> None:
+        self.servers: list[Server] = []
+        self.pids: list[tuple[int, str]] = []   #: (pid, starttime) of workers seen
+
+    def add(self, server: Server) -> Server:
+        self.servers.append(server)
+        return server
+
+    def backend(self, port: int = 0) -> Server:
+        return self.add(start("gservers.backend", "--model", "async", str(port)))
+
+    def lb(self, *args: str, backends: list[int]) -> Balancer:
+        balancer = start_lb(*args, backends=backends)
+        self.add(balancer.server)
+        return balancer
+
+    def cleanup(self) -> None:
+        for server in reversed(self.servers):
+            if server.proc.poll() is None:
+                try:
+                    os.kill(server.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                server.stop(timeout=15)
+        # Workers of a --workers master that outlived it (only if the master
+        # was killed): the same PID *and* start time as when we saw them.
+        for pid, started in self.pids:
+            info = proc_stat(pid)
+            if info is not None and info[2] == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+def get(port: int, path: str = "/page.html", timeout: float = HANG) -> Reply | None:
+    """One GET on a fresh connection; None when no whole response came."""
+    request = b"GET %s HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n" % path.encode()
+    try:
+        data = exchange(port, request, timeout)
+        replies = parse_responses(data, [b"GET"])
+    except (OSError, ValueError):
+        return None
+    return replies[0] if replies else None
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+               interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` passes (hang protection)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` ports on 127.0.0.1 that nothing listens on (just released)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def name(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def backend_stats(lb: Balancer) -> dict[str, dict]:
+    """/stats backends by name."""
+    return {b["name"]: b for b in lb.stats()["backends"]}
+
+
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state, ppid, starttime) of ``pid`` from /proc, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = text[text.rindex(")") + 2:].split()
+    return rest[0], int(rest[1]), rest[19]
+
+
+def children(parent: int) -> dict[int, str]:
+    """Live (non-zombie) processes whose parent is ``parent``: pid -> starttime."""
+    out: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = proc_stat(int(entry))
+            if info is not None and info[1] == parent and info[0] != "Z":
+                out[int(entry)] = info[2]
+    return out
+
+
+def metric(text: str, family: str, labels: str = "") -> float | None:
+    """The value of one sample in Prometheus text, e.g. metric(t, "x_total", 'code="200"')."""
+    pattern = "^" + re.escape(family) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def require(condition: bool, message: str) -> None:
+    """A precondition of a strict-xfail test: fails it as an error (RuntimeError),
+    not as the expected AssertionError."""
+    if not condition:
+        raise RuntimeError(message)
+
+
+def send_until_504(lb: Balancer, tries: int = 6) -> list[Reply | None]:
+    """Sequential GETs until one is answered 504 (round robin reaches the
+    hung backend within a couple of requests)."""
+    replies: list[Reply | None] = []
+    for _ in range(tries):
+        reply = get(lb.port)
+        replies.append(reply)
+        if reply is None or reply.status != 200:
+            break
+    return replies
+
+
+# -- 1. failover -------------------------------------------------------------------
+
+BUG_RETRY_BUDGET = (
+    "bug: the retry budget never holds more than 10 retries (lb/backends.py RetryBudget: "
+    "cap = max(10.0, per_second)), whatever --retry-budget says (a share of 0.2 of requests): "
+    "when more than 10 idempotent requests in flight at one backend fail at once (it dies), "
+    "the 11th and later are answered 502 'backend closed the connection' instead of being "
+    "retried on a healthy backend -- e.g. 10 x 502 out of 240 requests, with only 10 retries")
+
+
+@pytest.mark.timeout(120)
+def test_failover_sigkill_backend_under_ab(procs: Procs) -> None:
+    backends = [procs.backend() for _ in range(4)]
+    lb = procs.lb(backends=[b.port for b in backends])
+    victim = backends[1]
+    ab = subprocess.Popen([AB, "-n", "5000", "-c", "50", "-s", "20",
+                           f"http://127.0.0.1:{lb.port}/page.html"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # "Partway" by progress rather than by the clock: once a fifth of the
+        # requests went through, the victim dies while ab keeps going.
+        progress: list[int] = []
+
+        def partway() -> bool:
+            progress.append(lb.stats()["totals"]["requests"])
+            return progress[-1] >= 1000 or ab.poll() is not None
+
+        assert wait_until(partway, timeout=60, interval=0.02)
+        victim.proc.kill()
+        victim.proc.wait(10)
+        assert progress[-1] < 5000, "ab was over before the backend could be killed"
+        out, _ = ab.communicate(timeout=100)
+    finally:
+        if ab.poll() is None:
+            ab.kill()
+            ab.wait(10)
+    assert ab.returncode == 0, out
+    assert re.search(r"^Complete requests:\s+5000$", out, re.M), out
+    stats = lb.stats()
+    seen = {b["name"]: b for b in stats["backends"]}
+    victim_seen = seen.pop(name(victim.port))
+    assert victim_seen["state"] in ("down", "ejected"), victim_seen
+    assert victim_seen["retries"] > 0 or victim_seen["failures"] > 0, victim_seen
+    assert all(b["state"] == "up" for b in seen.values()), seen
+    failed = re.search(r"^Failed requests:\s+(\d+)$", out, re.M)
+    non2xx = re.search(r"^Non-2xx responses:\s+(\d+)$", out, re.M)
+    assert failed, out
+    if int(failed.group(1)) or non2xx:
+        # Whether more than 10 requests were in flight at the victim when it
+        # died is down to timing; when they were, the known bug pinned down
+        # deterministically by test_retry_budget_... below shows.  Only that
+        # exact signature is excused: every failure a 502 from the balancer,
+        # after the 10 retries the budget holds were spent.
+        responses = stats["totals"]["responses"]
+        if (non2xx and set(responses) == {"200", "502"}
+                and int(failed.group(1)) == int(non2xx.group(1)) == responses["502"]
+                and re.search(r"\(Connect: 0, Receive: 0, Length: \d+, Exceptions: 0\)", out)
+                and stats["totals"]["retries"] >= 9):
+            pytest.xfail(BUG_RETRY_BUDGET)
+    assert int(failed.group(1)) == 0, out
+    assert non2xx is None, out
+    assert stats["totals"]["responses"] == {"200": 5000}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_RETRY_BUDGET)
+@pytest.mark.timeout(60)
+def test_retry_budget_covers_a_burst_of_in_flight_failures(procs: Procs) -> None:
+    """Deterministic form of the failover burst: 20 GETs are held in flight
+    at a SIGSTOPped backend, which is then SIGKILLed; each of them died before
+    its response started, so each must be retried on the other backend.
+    20 retries out of 240 requests is well inside the default budget (0.2 of
+    requests, plus 10/s), so every client must get a 200."""
+    victim, other = procs.backend(), procs.backend()
+    lb = procs.lb("--health-interval", "60", backends=[victim.port, other.port])
+    # Set-up failures raise RuntimeError, so that only the final
+    # AssertionError counts as the expected failure.
+    warm = LoadClient(lb.port, threads=4, max_per_thread=50, timeout=HANG).start()
+    require(warm.join(timeout=60), "warm-up hung")
+    require(warm.summary() == {f"{loadclient.COMPLETE}:200": 200}, f"warm-up: {warm.summary()}")
+    burst = LoadClient(lb.port, threads=40, keep_alive=False, max_per_thread=1, timeout=HANG)
+    try:
+        victim.signal(signal.SIGSTOP)
+        burst.start()
+        require(wait_until(
+            lambda: backend_stats(lb)[name(victim.port)]["in_flight"] >= 20, timeout=10),
+            "requests did not pile up at the stopped backend")
+        victim.proc.kill()  # a stopped process dies on SIGKILL too
+        victim.proc.wait(10)
+    except BaseException:
+        burst.stop()
+        raise
+    finally:
+        victim.signal(signal.SIGCONT)
+    require(burst.join(timeout=30), "a client thread hung")
+    stats = lb.stats()
+    assert stats["totals"]["retries"] >= 20, (burst.summary(), stats["totals"])
+    assert burst.summary() == {f"{loadclient.COMPLETE}:200": 40}, (burst.summary(),
+                                                                    stats["totals"])
+
+
+# -- 2. hung backend ---------------------------------------------------------------
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("comeback", ["health_checks", "eject_time"])
+def test_hung_backend_times_out_is_ejected_and_comes_back(procs: Procs, comeback: str) -> None:
+    """SIGSTOP one of two backends: 504 from the balancer, ejection, only the
+    other one used; after SIGCONT it is used again without a restart --
+    brought back by the health checks (ejection 30 s, so only a passing
+    check can end it early), or by a short ejection with health checks
+    effectively off (one check at start, then one a minute)."""
+    good, hung = procs.backend(), procs.backend()
+    if comeback == "health_checks":
+        extra = ["--eject-time", "30", "--health-interval", "0.5", "--health-timeout", "0.5"]
+    else:
+        extra = ["--eject-time", "3", "--health-interval", "60"]
+    lb = procs.lb("--response-timeout", "1", "--eject-failures", "1", *extra,
+                  backends=[good.port, hung.port])
+    for _ in range(4):  # warm both pools
+        reply = get(lb.port)
+        assert reply is not None and reply.status == 200
+    try:
+        hung.signal(signal.SIGSTOP)
+        replies = send_until_504(lb)
+        assert replies[-1] is not None, "no answer from the balancer (hang protection hit)"
+        assert [r.status for r in replies[:-1]] == [200] * (len(replies) - 1)
+        assert replies[-1].status == 504, replies[-1].raw
+        state = backend_stats(lb)[name(hung.port)]
+        assert state["state"] != "up", state
+        assert state["failures"] >= 1 and state["ejections"] >= 1, state
+        before = state["requests"]
+        for _ in range(20):
+            reply = get(lb.port)
+            assert reply is not None and reply.status == 200 and reply.body == PAGE
+        assert backend_stats(lb)[name(hung.port)]["requests"] == before
+        if comeback == "health_checks":
+            # Ejected for 30 s; the health checks take it down too, and only
+            # their verdict "up" again can bring it back before that.
+            assert wait_until(lambda: backend_stats(lb)[name(hung.port)]["state"] == "down",
+                              timeout=15)
+    finally:
+        hung.signal(signal.SIGCONT)
+
+    statuses: list[int | None] = []
+
+    def used_again() -> bool:
+        reply = get(lb.port)
+        statuses.append(reply.status if reply else None)
+        return backend_stats(lb)[name(hung.port)]["requests"] > before
+
+    assert wait_until(used_again, timeout=20, interval=0.1), backend_stats(lb)
+    assert set(statuses) == {200}, statuses
+    assert backend_stats(lb)[name(hung.port)]["state"] == "up"
+    assert lb.server.proc.poll() is None and lb.stats()["pid"] == lb.server.pid  # no restart
+
+
+# -- 3. every backend down ---------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_all_backends_down_503_then_recovers(procs: Procs) -> None:
+    ports = free_ports(2)
+    lb = procs.lb(backends=ports)
+    # The first health check takes both down (nothing listens).
+    assert wait_until(lambda: all(b["state"] == "down" for b in lb.stats()["backends"]))
+    reply = get(lb.port)
+    assert reply is not None, "no answer (hang protection hit)"
+    assert reply.status == 503, reply.raw
+    assert reply.header("Retry-After") is not None, reply.raw
+    # The same ports come back to life; the balancer notices by itself.
+    for port in ports:
+        procs.backend(port)
+    statuses: list[int | None] = []
+
+    def serving() -> bool:
+        r = get(lb.port)
+        statuses.append(r.status if r else None)
+        return r is not None and r.status == 200 and r.body == PAGE
+
+    assert wait_until(serving, timeout=10, interval=0.1), statuses
+    assert set(statuses) <= {503, 200}, statuses
+    assert wait_until(lambda: all(b["state"] == "up" for b in lb.stats()["backends"]))
+    assert lb.server.proc.poll() is None and lb.stats()["pid"] == lb.server.pid  # no restart
+
+
+# -- 4. SIGTERM under load ---------------------------------------------------------
+
+ACCESS_RE = re.compile(r"^\S+ GET (\S+) (\d+) \d+ (\S+) ")
+
+
+def access_log(path: Path) -> dict[str, tuple[int, str]]:
+    """target -> (status, backend) from the balancer's access log."""
+    out: dict[str, tuple[int, str]] = {}
+    for line in path.read_text().splitlines():
+        match = ACCESS_RE.match(line)
+        assert match, line
+        out[match.group(1)] = (int(match.group(2)), match.group(3))
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_under_load_loses_nothing(procs: Procs, tmp_path: Path) -> None:
+    backends = [procs.backend() for _ in range(2)]
+    log_path = tmp_path / "access.log"
+    lb = procs.lb("--access-log", str(log_path), "--grace", "10",
+                  backends=[b.port for b in backends])
+    client = LoadClient(lb.port, threads=20, keep_alive=True, max_per_thread=3000,
+                        timeout=HANG, stop_on_connect_failure=True).start()
+    try:
+        assert client.wait_for(1000, timeout=60)
+        lb.server.signal(signal.SIGTERM)
+        code = lb.server.proc.wait(30)
+        # Each thread ends at its first refused connect (the listener is gone).
+        assert client.join(timeout=30), "a client thread hung"
+    finally:
+        client.stop()
+        client.join(timeout=30)
+    assert code == 0, lb.server.log
+    outcomes = client.outcomes
+    logged = access_log(log_path)
+    kinds = client.summary()
+    # What the drain may do, and nothing else:
+    #  * a request gets a complete 200 (with Connection: close once draining);
+    #  * a connection the balancer closes while it is idle between requests
+    #    (or one it never accepted) ends with zero response bytes -- then the
+    #    request the client had just written was NOT processed: it must not
+    #    be in the balancer's access log, so a client may safely resend it;
+    #  * a new connection is refused once the listener is closed.
+    # Never a truncated response, a 5xx (or any non-200), a hang, or a
+    # request the balancer processed whose response the client did not get
+    # (every access-log line must match a complete 200 at the client).
+    allowed = {f"{loadclient.COMPLETE}:200", loadclient.CLOSED_BEFORE_RESPONSE,
+               loadclient.CONNECT_FAILED}
+    assert set(kinds) <= allowed, (kinds, [o for o in outcomes if not o.ok][:10])
+    ok = [o for o in outcomes if o.ok]
+    assert len(ok) >= 1000
+    assert all(o.body_len == len(PAGE) for o in ok)
+    unanswered = [o for o in outcomes if o.kind == loadclient.CLOSED_BEFORE_RESPONSE]
+    processed_but_lost = [o for o in unanswered if o.target in logged]
+    assert not processed_but_lost, processed_but_lost[:10]
+    assert {o.target for o in ok} == set(logged), "access log and client disagree"
+    assert all(status == 200 for status, _ in logged.values())
+    # After SIGTERM every thread ended on a refused connect (nothing hung on).
+    assert kinds[loadclient.CONNECT_FAILED] == client.threads, kinds
+    assert "stopped" in lb.server.log
+
+
+# -- 5. SIGHUP reload under load ---------------------------------------------------
+
+def write_config(path: Path, text: str) -> None:
+    """Replace the file atomically, as an operator's editor or deploy would."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def backends_toml(ports: list[int]) -> str:
+    return "backend = [" + ", ".join(f'"{name(p)}"' for p in ports) + "]\n"
+
+
+@pytest.mark.timeout(90)
+def test_sighup_reload_under_load_loses_nothing(procs: Procs, tmp_path: Path) -> None:
+    a, b, c, d = (procs.backend() for _ in range(4))
+    config = tmp_path / "lb.toml"
+    write_config(config, backends_toml([a.port, b.port]))
+    lb = procs.lb("--config", str(config), backends=[])
+    assert set(backend_stats(lb)) == {name(a.port), name(b.port)}
+    client = LoadClient(lb.port, threads=10, keep_alive=True, max_per_thread=3000,
+                        timeout=HANG).start()
+    try:
+        assert client.wait_for(500, timeout=60)
+        write_config(config, backends_toml([c.port, d.port]))
+        lb.server.signal(signal.SIGHUP)
+        assert wait_until(lambda: "SIGHUP: reloaded" in lb.server.log), lb.server.log
+        done = client.count()
+        assert client.wait_for(done + 500, timeout=60)
+    finally:
+        client.stop()
+        assert client.join(timeout=30), "a client thread hung"
+    kinds = client.summary()
+    assert set(kinds) == {f"{loadclient.COMPLETE}:200"}, (kinds, [o for o in client.outcomes
+                                                                  if not o.ok][:10])
+    assert all(o.body_len == len(PAGE) for o in client.outcomes)
+    # From now on only C and D exist for the balancer, and they take it all.
+    stats = backend_stats(lb)
+    assert set(stats) == {name(c.port), name(d.port)}, stats
+    before = sum(s["requests"] for s in stats.values())
+    assert before > 0
+    n = 40
+    for _ in range(n):
+        reply = get(lb.port)
+        assert reply is not None and reply.status == 200
+    stats = backend_stats(lb)
+    assert set(stats) == {name(c.port), name(d.port)}
+    assert sum(s["requests"] for s in stats.values()) == before + n
+    assert all(s["requests"] > 0 and s["state"] == "up" for s in stats.values()), stats
+    assert lb.server.proc.poll() is None
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "bug: SIGHUP with an invalid --config file ends the balancer with exit code 2 instead of "
+    "keeping the old configuration: lb/__main__.py load() reports a ConfigError through "
+    "ArgumentParser.error(), i.e. SystemExit(2), which Worker.reload() does not catch "
+    "(it catches ConfigError/ValueError); log: 'python -m lb: error: --config: FILE is not "
+    "valid TOML: ... (see --help)'"))
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad", ["backend = [\n", 'backend = ["127.0.0.1:0"]\n'],
+                         ids=["not_toml", "bad_value"])
+def test_sighup_with_invalid_config_keeps_the_old_one(procs: Procs, tmp_path: Path,
+                                                     bad: str) -> None:
+    a = procs.backend()
+    config = tmp_path / "lb.toml"
+    write_config(config, backends_toml([a.port]))
+    lb = procs.lb("--config", str(config), backends=[])
+    write_config(config, bad)
+    lb.server.signal(signal.SIGHUP)
+    # Either the balancer says it kept the old configuration, or it is gone.
+    wait_until(lambda: "not reloaded" in lb.server.log or lb.server.proc.poll() is not None)
+    time.sleep(0.2)
+    assert lb.server.proc.poll() is None, f"lb exited with {lb.server.proc.returncode}:\n" \
+                                          + lb.server.log
+    assert "not reloaded" in lb.server.log
+    for _ in range(5):
+        reply = get(lb.port)
+        assert reply is not None and reply.status == 200
+    assert set(backend_stats(lb)) == {name(a.port)}
+
+
+# -- 6. --workers 2 ----------------------------------------------------------------
+
+@pytest.mark.timeout(90)
+def test_workers_replaced_after_sigkill_and_master_sigterm(procs: Procs) -> None:
+    backends = [procs.backend() for _ in range(2)]
+    lb = procs.lb("--workers", "2", backends=[b.port for b in backends])
+    master = lb.server.pid
+    assert wait_until(lambda: len(children(master)) == 2)
+    first = children(master)
+    procs.pids.extend(first.items())
+    for _ in range(10):
+        reply = get(lb.port)
+        assert reply is not None and reply.status == 200 and reply.body == PAGE
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+
+    # While the replacement starts, a connection may land on the dead
+    # worker's queue; poll, then demand a clean run of answers.
+    def replaced() -> bool:
+        now = children(master)
+        return len(now) == 2 and victim not in now and any(p not in first for p in now)
+
+    assert wait_until(replaced, timeout=15), lb.server.log
+    current = children(master)
+    procs.pids.extend((p, s) for p, s in current.items() if p not in first)
+    assert wait_until(lambda: (r := get(lb.port, timeout=5)) is not None and r.status == 200,
+                      timeout=10)
+    for _ in range(20):
+        reply = get(lb.port)
+        assert reply is not None and reply.status == 200
+    assert "starting a new one" in lb.server.log
+    lb.server.signal(signal.SIGTERM)
+    assert lb.server.proc.wait(30) == 0, lb.server.log
+    for pid, started in {**first, **current}.items():
+        info = proc_stat(pid)
+        assert info is None or info[2] != started, f"worker {pid} outlived its master"
+
+
+# -- 7. /stats and /metrics --------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_stats_and_metrics_reflect_traffic_and_failures(procs: Procs) -> None:
+    one, two = procs.backend(), procs.backend()
+    lb = procs.lb("--response-timeout", "1", "--eject-failures", "1", "--eject-time", "30",
+                  backends=[one.port, two.port])
+    n = 60
+    client = LoadClient(lb.port, threads=4, keep_alive=True, max_per_thread=n // 4,
+                        timeout=HANG).start()
+    assert client.join(timeout=60), "a client thread hung"
+    assert client.summary() == {f"{loadclient.COMPLETE}:200": n}
+    stats = lb.stats()
+    assert stats["totals"]["requests"] == n
+    assert stats["totals"]["responses"] == {"200": n}
+    assert stats["totals"]["retries"] == 0
+    per = {b["name"]: b for b in stats["backends"]}
+    assert set(per) == {name(one.port), name(two.port)}
+    assert sum(b["requests"] for b in per.values()) == n
+    assert all(b["failures"] == 0 and b["state"] == "up" for b in per.values())
+    text = lb.metrics()
+    assert metric(text, "gservers_lb_requests_total") == n
+    assert metric(text, "gservers_lb_responses_total", 'code="200"') == n
+    lines = [metric(text, "gservers_lb_backend_requests_total", f'backend="{k}"') for k in per]
+    assert None not in lines and sum(lines) == n, text
+    for k in per:
+        assert metric(text, "gservers_lb_backend_failures_total", f'backend="{k}"') == 0
+        assert metric(text, "gservers_lb_backend_state", f'backend="{k}",state="up"') == 1
+
+    try:
+        two.signal(signal.SIGSTOP)
+        replies = send_until_504(lb)
+        assert replies[-1] is not None and replies[-1].status == 504
+    finally:
+        two.signal(signal.SIGCONT)
+    stats = lb.stats()
+    failed = {b["name"]: b for b in stats["backends"]}[name(two.port)]
+    assert failed["failures"] >= 1 and failed["ejections"] >= 1, failed
+    assert stats["totals"]["responses"].get("504", 0) >= 1
+    assert stats["totals"]["requests"] == n + len(replies)
+    text = lb.metrics()
+    assert metric(text, "gservers_lb_backend_failures_total", f'backend="{name(two.port)}"') >= 1
+    assert metric(text, "gservers_lb_responses_total", 'code="504"') >= 1
+    assert metric(text, "gservers_lb_requests_total") == n + len(replies)
+
+
+def test_admin_listener_is_loopback_by_default(procs: Procs) -> None:
+    helped = run_cli("lb", "--help")
+    assert helped.returncode == 0
+    text = " ".join(helped.stdout.split())
+    assert "admin listener for /stats and /metrics, or off (default: 127.0.0.1:44445)" in text
+    assert "(default: 127.0.0.1:44444)" in text  # the proxy listener too
+    # The log line of a running balancer names where its admin listener is.
+    backend = procs.backend()
+    lb = procs.lb(backends=[backend.port])
+    assert re.search(r"admin http://127\.0\.0\.1:\d+\)", lb.server.log), lb.server.log
