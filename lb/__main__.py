@@ -38,21 +38,20 @@ def parser() -> ArgumentParser:
 
 
 def load(argv: list[str] | None) -> tuple[LBConfig, str | None]:
-    """Parse ``argv`` (and the TOML file it names) into an LBConfig."""
-    p = parser()
-    args = p.parse_args(argv)
+    """Parse ``argv`` (and the TOML file it names) into an LBConfig; a bad
+    value raises ConfigError (usage errors still exit, as argparse does)."""
+    args = parser().parse_args(argv)
     path = args.__dict__.pop("config", None)
-    try:
-        return build(LBConfig, args, path), path
-    except ConfigError as exc:
-        p.error(str(exc))
-        raise  # not reached
+    return build(LBConfig, args, path), path
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the balancer; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    config, path = load(argv)
+    try:
+        config, path = load(argv)
+    except ConfigError as exc:
+        parser().error(str(exc))
     worker_index = os.environ.get("GSERVERS_LB_WORKER")
     logging.basicConfig(
         level=config.log_level.upper(),

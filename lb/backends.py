@@ -74,14 +74,17 @@ class BackendState:
 
 class RetryBudget:
     """Retries allowed: ``ratio`` of requests, plus ``per_second`` a second,
-    so that a failing fleet is not hit with a multiple of its load."""
+    so that a failing fleet is not hit with a multiple of its load.  Unused
+    allowance is kept for up to ``window`` requests' worth, so the burst of
+    retries when a busy backend dies (every request in flight at once) fits."""
 
-    def __init__(self, ratio: float, per_second: float = 10.0) -> None:
+    def __init__(self, ratio: float, per_second: float = 10.0, window: int = 10_000) -> None:
         self.ratio = ratio
         self.per_second = per_second
-        self.cap = max(10.0, per_second)
+        self.cap = per_second + ratio * window
         self.tokens = self.cap
         self._stamp = time.monotonic()
+        self.refused = 0
 
     def deposit(self) -> None:
         """One request arrived."""
@@ -95,6 +98,9 @@ class RetryBudget:
         if self.tokens >= 1:
             self.tokens -= 1
             return True
+        self.refused += 1
+        if self.refused == 1 or self.refused % 100 == 0:
+            log.warning("retry budget spent: %d retries refused so far", self.refused)
         return False
 
 

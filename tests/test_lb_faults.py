@@ -11,13 +11,9 @@
 # bounded in requests; every wait is a poll with a generous deadline that
 # only protects against hangs, never a performance assertion.  The ``procs``
 # fixture ends everything a test started, by PID, SIGCONT first so that a
-# stopped process can act on SIGTERM.  A behaviour of the balancer that
-# contradicts its documentation is a strict xfail naming the bug, with set-up
-# failures raised as RuntimeError so only the expected assertion is excused.
-# The ApacheBench failover run meets the retry-budget bug only when timing
-# puts more than 10 requests in flight at the victim as it dies, so there the
-# bug is excused at run time (pytest.xfail) by its exact signature alone, and
-# a strict-xfail test reproduces it deterministically.
+# stopped process can act on SIGTERM.  Preconditions of a scenario are
+# checked with ``require`` (RuntimeError), so that only the behaviour under
+# test can fail an assertion.
 from __future__ import annotations
 
 import os
@@ -167,8 +163,8 @@ def metric(text: str, family: str, labels: str = "") -> float | None:
 
 
 def require(condition: bool, message: str) -> None:
-    """A precondition of a strict-xfail test: fails it as an error (RuntimeError),
-    not as the expected AssertionError."""
+    """A precondition of a scenario: fails it as an error (RuntimeError), not
+    as an AssertionError about the behaviour under test."""
     if not condition:
         raise RuntimeError(message)
 
@@ -186,14 +182,6 @@ def send_until_504(lb: Balancer, tries: int = 6) -> list[Reply | None]:
 
 
 # -- 1. failover -------------------------------------------------------------------
-
-BUG_RETRY_BUDGET = (
-    "bug: the retry budget never holds more than 10 retries (lb/backends.py RetryBudget: "
-    "cap = max(10.0, per_second)), whatever --retry-budget says (a share of 0.2 of requests): "
-    "when more than 10 idempotent requests in flight at one backend fail at once (it dies), "
-    "the 11th and later are answered 502 'backend closed the connection' instead of being "
-    "retried on a healthy backend -- e.g. 10 x 502 out of 240 requests, with only 10 retries")
-
 
 @pytest.mark.timeout(120)
 def test_failover_sigkill_backend_under_ab(procs: Procs) -> None:
@@ -232,24 +220,11 @@ def test_failover_sigkill_backend_under_ab(procs: Procs) -> None:
     failed = re.search(r"^Failed requests:\s+(\d+)$", out, re.M)
     non2xx = re.search(r"^Non-2xx responses:\s+(\d+)$", out, re.M)
     assert failed, out
-    if int(failed.group(1)) or non2xx:
-        # Whether more than 10 requests were in flight at the victim when it
-        # died is down to timing; when they were, the known bug pinned down
-        # deterministically by test_retry_budget_... below shows.  Only that
-        # exact signature is excused: every failure a 502 from the balancer,
-        # after the 10 retries the budget holds were spent.
-        responses = stats["totals"]["responses"]
-        if (non2xx and set(responses) == {"200", "502"}
-                and int(failed.group(1)) == int(non2xx.group(1)) == responses["502"]
-                and re.search(r"\(Connect: 0, Receive: 0, Length: \d+, Exceptions: 0\)", out)
-                and stats["totals"]["retries"] >= 9):
-            pytest.xfail(BUG_RETRY_BUDGET)
     assert int(failed.group(1)) == 0, out
     assert non2xx is None, out
     assert stats["totals"]["responses"] == {"200": 5000}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_RETRY_BUDGET)
 @pytest.mark.timeout(60)
 def test_retry_budget_covers_a_burst_of_in_flight_failures(procs: Procs) -> None:
     """Deterministic form of the failover burst: 20 GETs are held in flight
@@ -482,12 +457,6 @@ def test_sighup_reload_under_load_loses_nothing(procs: Procs, tmp_path: Path) ->
     assert lb.server.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: SIGHUP with an invalid --config file ends the balancer with exit code 2 instead of "
-    "keeping the old configuration: lb/__main__.py load() reports a ConfigError through "
-    "ArgumentParser.error(), i.e. SystemExit(2), which Worker.reload() does not catch "
-    "(it catches ConfigError/ValueError); log: 'python -m lb: error: --config: FILE is not "
-    "valid TOML: ... (see --help)'"))
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("bad", ["backend = [\n", 'backend = ["127.0.0.1:0"]\n'],
                          ids=["not_toml", "bad_value"])
