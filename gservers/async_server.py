@@ -29,14 +29,14 @@ log = logging.getLogger("gservers.async")
 
 def run(config: BackendConfig) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
+    stop = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before the port opens
+        gevent.signal_handler(signum, stop.set)
     listener = bind(config.host, config.port, config.backlog, gsocket.socket)
     tracker = Tracker()
     pool = Pool(config.max_connections)
     handler = partial(serve, app=App(config.root), config=config, tracker=tracker)
     server = StreamServer(listener, handler, spawn=pool)
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
     server.start()
     log.info("async backend listening on http://%s:%d (pid %d, pool %d)",
              config.host, bound_port(listener), os.getpid(), config.max_connections)

@@ -58,11 +58,11 @@ class Tracker:
         with self._lock:
             self.draining = True
             for sock in list(self._idle):
-                try:
-                    if not select.select([sock.fileno()], [], [], 0)[0]:
+                if not readable(sock):
+                    try:
                         sock.shutdown(socket.SHUT_RD)
-                except (OSError, ValueError):
-                    pass
+                    except OSError:
+                        pass
 
 
 class RequestTimeout(Exception):
@@ -108,6 +108,27 @@ def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
     except OSError:
         return
     linger_close(sock)
+
+
+def readable(sock: Any) -> bool:
+    """Whether bytes (or EOF) wait unread on ``sock``, without blocking."""
+    try:
+        return bool(select.select([sock.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def close_gently(sock: Any) -> None:
+    """End a connection after its last response.  Closing with unread bytes
+    makes the kernel send a reset, which can destroy the tail of a response
+    still in flight (RFC 9112 9.6), so then linger; else just stop writing."""
+    if readable(sock):
+        linger_close(sock)
+    else:
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def linger_close(sock: Any) -> None:
@@ -159,9 +180,10 @@ class ClientStream:
             else:
                 timeout = self.keepalive_timeout
                 if not self.idle:
-                    if not self.tracker.set_idle(self.sock):
-                        raise Draining()
-                    self.idle = True
+                    if self.tracker.set_idle(self.sock):
+                        self.idle = True
+                    elif not readable(self.sock):
+                        raise Draining()  # stopping; a request already here is still served
             self.sock.settimeout(timeout)
             try:
                 data = self.sock.recv(RECV_SIZE)
@@ -229,6 +251,7 @@ class Connection:
                 reject(sock, HttpError(408, "request timeout"))
                 return
             except Draining:
+                close_gently(sock)
                 return
             if event is None:
                 return
@@ -266,7 +289,7 @@ class Connection:
             keep_alive = head.keep_alive and not response.close and not self.tracker.draining
             send_response(sock, response, head, keep_alive)
             if not keep_alive:
-                sock.shutdown(socket.SHUT_WR)
+                close_gently(sock)
                 return
 
 

@@ -74,15 +74,9 @@ class ThreadServer:
             self._live += 1
         threading.Thread(target=self._handle, args=(conn, address), daemon=True).start()
 
-    def serve_until_signalled(self) -> None:
-        """Accept until SIGTERM or SIGINT."""
-        wake_r, wake_w = socket.socketpair()
-        wake_r.setblocking(False)
-        wake_w.setblocking(False)
-        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        stopping = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stopping.set())
+    def serve_until_signalled(self, stopping: threading.Event, wake_r: socket.socket) -> None:
+        """Accept until ``stopping`` is set (by a signal, which also writes to
+        ``wake_r``'s pair so that the wait below returns at once)."""
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
@@ -97,10 +91,7 @@ class ThreadServer:
                         except BlockingIOError:
                             pass
         finally:
-            signal.set_wakeup_fd(old_fd)
             selector.close()
-            wake_r.close()
-            wake_w.close()
 
     def drain(self) -> None:
         """Stop accepting; let live connections finish within the grace period."""
@@ -113,13 +104,31 @@ class ThreadServer:
             log.warning("grace period over; abandoning %d connection(s)", self.live)
 
 
+def _catch_signals() -> tuple[threading.Event, socket.socket, socket.socket]:
+    """SIGTERM/SIGINT set the returned event and write to a wakeup socket pair
+    (returned too, reading end first).  Installed before the listener exists,
+    so no signal can arrive while the default action would still kill us."""
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    return stopping, wake_r, wake_w
+
+
 def run(config: BackendConfig) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
     threading.stack_size(STACK_SIZE)
+    stopping, wake_r, wake_w = _catch_signals()
     server = ThreadServer(config)
     log.info("thread backend listening on http://%s:%d (pid %d, max %d threads)",
              config.host, bound_port(server.listener), os.getpid(), config.max_connections)
-    server.serve_until_signalled()
+    server.serve_until_signalled(stopping, wake_r)
+    signal.set_wakeup_fd(-1)
+    wake_r.close()
+    wake_w.close()
     log.info("stopping: draining %d connection(s), grace %.1fs", server.live, config.grace)
     server.drain()
     log.info("stopped")

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from gevent import socket as gsocket
 
 from gservers.app import Response, error_response
-from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, linger_close,
+from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, close_gently,
                                  reject, send_response, set_nodelay)
 from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Rejected, RequestParser,
                            ResponseParser, chunk)
@@ -119,6 +119,7 @@ class _ClientConnection:
                 reject(sock, HttpError(408, "request timeout"), SERVER)
                 return
             except Draining:
+                close_gently(sock)
                 return
             if event is None:
                 return
@@ -128,6 +129,7 @@ class _ClientConnection:
             if type(event) is not Head:
                 continue  # the End of a bodiless request
             if not self._request(event):
+                close_gently(sock)
                 return
 
     # -- one request ---------------------------------------------------------
@@ -184,8 +186,6 @@ class _ClientConnection:
         send_response(self.sock, response, head, keep, SERVER)
         self.proxy.stats.count(error.status)
         self._log(head, error.status, len(response.body), backend, 0.0, started)
-        if not keep:
-            linger_close(self.sock)
         return keep
 
     def _read_body(self, head: Head) -> bytes | None:

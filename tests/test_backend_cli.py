@@ -205,13 +205,7 @@ def pending_write(pid: int) -> bytes | None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("model", [
     "async",
-    pytest.param("thread", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: the thread model logs 'thread backend listening on ...' (its listener already "
-        "accepting) before serve_until_signalled() installs its SIGTERM/SIGINT handlers, so a "
-        "signal that comes right after the line kills it with the default action: exit -15, or "
-        "a KeyboardInterrupt traceback and -2, instead of 0 (sending the signal as soon as the "
-        "line appears hits this about half the time); the async model installs its handlers "
-        "before it logs"))),
+    "thread",
 ])
 def test_signal_right_after_listening_line_exits_0(model: str, signum: int) -> None:
     # To stop the server at a fixed point instead of by timing luck, its output

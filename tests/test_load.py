@@ -150,13 +150,10 @@ def test_ab_keep_alive(loaded: Server) -> None:
 #  4. The backend exits 0.
 #
 # Nothing depends on timing: SIGTERM goes out once 300 load requests have
-# succeeded, and each assertion holds whenever the stop lands.  (Allowed by
-# rule 3 but worth knowing: a keep-alive connection whose next request had
-# already arrived, unread, when the stop began is closed without reading it
-# -- ClientStream.next raises Draining without the pending-data check that
-# Tracker.drain makes -- so the client sees a reset.  With a large response
-# still streaming, that reset also truncates the response: the strict xfail
-# at the end of this file.)
+# succeeded, and each assertion holds whenever the stop lands.  A keep-alive
+# connection whose next request has already arrived when the stop begins has
+# that request served (with Connection: close); the test at the end of this
+# file checks that a response still streaming is never cut short.
 
 FRESH_REQUEST = b"GET /page.html HTTP/1.1\r\nHost: load\r\nConnection: close\r\n\r\n"
 KEEP_REQUEST = b"GET /page.html HTTP/1.1\r\nHost: load\r\n\r\n"
@@ -371,15 +368,6 @@ def _big_size() -> int:
 BIG = _big_size()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: graceful stop truncates a response in progress. On a keep-alive connection, "
-    "'GET /big.bin HTTP/1.1\\r\\nHost: load\\r\\n\\r\\n' (8 MiB) is streaming; the client "
-    "pipelines 'GET /health HTTP/1.1\\r\\nHost: load\\r\\n\\r\\n'; SIGTERM. When sendall "
-    "returns, ClientStream.next() raises Draining (Tracker.set_idle is False) and the socket is "
-    "closed with the pipelined request unread, so the kernel sends RST and drops the unsent "
-    "tail: the client gets ~5-8 MB of the 200 (framed keep-alive, no Connection: close) and "
-    "ECONNRESET. Expected: the whole 200, then /health answered with Connection: close or a "
-    "clean EOF (a lingering close, RFC 9112 9.6)"))
 @pytest.mark.parametrize("model", MODELS)
 def test_graceful_stop_completes_streaming_response(model: str, tmp_path: Path) -> None:
     content = os.urandom(BIG)
