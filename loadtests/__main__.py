@@ -95,6 +95,9 @@ def parser() -> ArgumentParser:
 
 
 def _progress(done: int, total: int, label: str) -> None:
+    if not sys.stderr.isatty():  # a log file gets one plain line per step
+        sys.stderr.write(f"[{done}/{total}] {label}\n")
+        return
     width = 30
     filled = int(width * done / total) if total else width
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
