@@ -5,14 +5,16 @@
 # answered with a small fixed body, /health answers for the balancer's checks,
 # and every refusal is a Response with a short reason.  A request-target is
 # decoded once, dot-segments are refused outright and the resolved path must
-# stay under the real root (which also stops symlinks that leave it).  Small
-# files are cached in memory and re-validated with one stat() per request;
-# large ones are streamed from disk.
+# stay under the real root (which also stops symlinks that leave it).  That
+# resolution (realpath: an lstat per path component) is remembered for a
+# second per path; small files are cached in memory and re-validated with one
+# stat() per request; large ones are streamed from disk.
 from __future__ import annotations
 
 import mimetypes
 import os
 import stat
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -25,6 +27,9 @@ POST_BODY = b"OK\n"
 HEALTH_PATH = b"/health"
 #: Files up to this size are kept in memory; larger ones are streamed.
 CACHE_LIMIT = 1024 * 1024
+#: Seconds a path's resolution under the root is reused, and how many are kept.
+RESOLVE_TTL = 1.0
+RESOLVE_ENTRIES = 4096
 
 # Methods llhttp knows that we do not serve: 405 with Allow (RFC 9110 15.5.6).
 _KNOWN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"OPTIONS"})
@@ -51,6 +56,9 @@ def error_response(error: HttpError, close: bool = True) -> Response:
     if error.status == 405:
         headers += ((b"Allow", ALLOW),)
     return Response(error.status, headers, body, close=close)
+
+
+NOT_FOUND = error_response(HttpError(404, "not found"), close=False)
 
 
 def _content_type(path: str) -> bytes:
@@ -88,6 +96,7 @@ class App:
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
         self._cache: dict[str, tuple[int, int, Response]] = {}
+        self._resolved: dict[bytes, tuple[float, str | None]] = {}
 
     def handle(self, head: Head, body: bytes) -> Response:
         """Answer one complete request."""
@@ -108,21 +117,35 @@ class App:
                                   (b"Content-Length", b"3")), b"ok\n")
         return self._static(path)
 
+    def _resolve(self, path: bytes) -> str | None:
+        """The real file path for a decoded request path, or None when it
+        leaves the root; remembered for RESOLVE_TTL seconds."""
+        now = time.monotonic()
+        hit = self._resolved.get(path)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        real: str | None = os.path.realpath(
+            os.path.join(self.root, os.fsdecode(path.lstrip(b"/"))))
+        if real != self.root and not real.startswith(self.root + os.sep):
+            real = None
+        if len(self._resolved) >= RESOLVE_ENTRIES:
+            self._resolved.clear()
+        self._resolved[path] = (now + RESOLVE_TTL, real)
+        return real
+
     def _static(self, path: bytes) -> Response:
-        not_found = error_response(HttpError(404, "not found"), close=False)
-        fs_path = os.path.join(self.root, os.fsdecode(path.lstrip(b"/")))
         try:
-            real = os.path.realpath(fs_path)
-            if real != self.root and not real.startswith(self.root + os.sep):
-                return not_found
+            real = self._resolve(path)
+            if real is None:
+                return NOT_FOUND
             st = os.stat(real)
             if stat.S_ISDIR(st.st_mode):
                 real = os.path.join(real, "index.html")
                 st = os.stat(real)
             if not stat.S_ISREG(st.st_mode):
-                return not_found
+                return NOT_FOUND
         except (OSError, ValueError):
-            return not_found
+            return NOT_FOUND
         cached = self._cache.get(real)
         if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
             return cached[2]
@@ -134,7 +157,7 @@ class App:
             with open(real, "rb") as fh:
                 content = fh.read()
         except OSError:
-            return not_found
+            return NOT_FOUND
         if len(content) != st.st_size:  # changed under us: serve what we read
             headers = (headers[0], (b"Content-Length", b"%d" % len(content)))
         response = Response(200, headers, content)

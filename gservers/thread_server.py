@@ -10,6 +10,7 @@
 # connections and waits for the live threads to finish.
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import selectors
@@ -72,7 +73,9 @@ class ThreadServer:
         conn.setblocking(True)
         with self._live_lock:
             self._live += 1
-        threading.Thread(target=self._handle, args=(conn, address), daemon=True).start()
+        # _thread directly: threading.Thread.start() waits until the new thread
+        # has run, a context switch per connection that halves the accept rate.
+        _thread.start_new_thread(self._handle, (conn, address))
 
     def serve_until_signalled(self, stopping: threading.Event, wake_r: socket.socket) -> None:
         """Accept until ``stopping`` is set (by a signal, which also writes to
