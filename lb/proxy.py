@@ -98,7 +98,6 @@ class _ClientConnection:
         self._prefix: list[bytes] = []
 
     def run(self) -> None:
-        set_nodelay(self.sock)
         try:
             self._loop()
         except (OSError, _ClientGone):
@@ -277,6 +276,7 @@ class _ClientConnection:
                 upstream.sendall(request + body)
             else:
                 upstream.sendall(request)
+                set_nodelay(upstream)  # a streamed body: several writes
                 for piece in self._body_pieces(head):
                     upstream.sendall(piece)
         except RequestTimeout:  # the client stalled mid-body: its fault, not the backend's
@@ -301,6 +301,7 @@ class _ClientConnection:
         upstream_keep = False
         done = False
         interim = False
+        nodelay = False
         sock = self.sock
         while not done:
             try:
@@ -352,6 +353,9 @@ class _ClientConnection:
             if pieces:
                 payload = b"".join(pieces)
                 try:
+                    if out.sent and not nodelay:  # a response in several writes: no Nagle waits
+                        set_nodelay(sock)
+                        nodelay = True
                     sock.sendall(payload)
                 except OSError:
                     raise _ClientGone() from None

@@ -52,7 +52,6 @@ class UpstreamPool:
             sock.close()
             reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
             raise ConnectError(reason) from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connects += 1
         return sock
 
