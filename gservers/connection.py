@@ -120,16 +120,12 @@ def readable(sock: Any) -> bool:
 
 
 def close_gently(sock: Any) -> None:
-    """End a connection after its last response.  Closing with unread bytes
+    """Prepare to close after the last response.  Closing with unread bytes
     makes the kernel send a reset, which can destroy the tail of a response
-    still in flight (RFC 9112 9.6), so then linger; else just stop writing."""
+    still in flight (RFC 9112 9.6), so then linger; otherwise the caller's
+    close() sends a FIN behind the response, and nothing more is needed."""
     if readable(sock):
         linger_close(sock)
-    else:
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 def linger_close(sock: Any) -> None:
