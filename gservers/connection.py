@@ -161,6 +161,7 @@ class ClientStream:
         self.events: deque[Event] = deque()
         self.head_deadline = 0.0
         self.idle = False
+        self._timeout: float | None = None  # what the socket is set to (a syscall to change)
 
     def next(self) -> Event | None:
         """The next event; None once the client closed or stayed idle too
@@ -181,7 +182,9 @@ class ClientStream:
                         self.idle = True
                     elif not readable(self.sock):
                         raise Draining()  # stopping; a request already here is still served
-            self.sock.settimeout(timeout)
+            if timeout != self._timeout:
+                self.sock.settimeout(timeout)
+                self._timeout = timeout
             try:
                 data = self.sock.recv(RECV_SIZE)
             except (socket.timeout, TimeoutError):

@@ -2,9 +2,9 @@
 #
 # Strategy: the model the seed compared against, done properly.  The main
 # thread accepts; each connection gets a real thread running the same
-# blocking handler as the async model (no gevent in this process at all).  A
-# semaphore of ``max_connections`` slots gives the same backpressure as the
-# async pool.  Signals are turned into a byte on a wakeup pipe, so the accept
+# blocking handler as the async model (no gevent in this process at all).  At
+# ``max_connections`` live threads it stops accepting, the same backpressure
+# as the async pool.  Signals are turned into a byte on a wakeup pipe, so the accept
 # loop waits on ``select`` and never loses an accepted connection to a
 # signal; a graceful stop then closes the listener, wakes idle keep-alive
 # connections and waits for the live threads to finish.
@@ -39,7 +39,6 @@ class ThreadServer:
         self.listener.setblocking(False)
         self.app = App(config.root)
         self.tracker = Tracker()
-        self.slots = threading.BoundedSemaphore(config.max_connections)
         self._live = 0
         self._live_lock = threading.Lock()
 
@@ -54,28 +53,28 @@ class ThreadServer:
         finally:
             with self._live_lock:
                 self._live -= 1
-            self.slots.release()
 
-    def _accept(self) -> None:
-        if not self.slots.acquire(blocking=False):
-            time.sleep(0.001)  # every slot is taken: leave it in the backlog
-            return
-        try:
-            conn, address = self.listener.accept()
-        except (BlockingIOError, InterruptedError):
-            self.slots.release()
-            return
-        except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-            self.slots.release()
-            log.warning("accept failed: %s", exc.strerror)
-            time.sleep(0.05)
-            return
-        conn.setblocking(True)
-        with self._live_lock:
-            self._live += 1
-        # _thread directly: threading.Thread.start() waits until the new thread
-        # has run, a context switch per connection that halves the accept rate.
-        _thread.start_new_thread(self._handle, (conn, address))
+    def _accept_all(self) -> None:
+        """Accept every connection waiting (up to ``max_connections`` live)."""
+        limit = self.config.max_connections
+        while True:
+            if self._live >= limit:
+                time.sleep(0.001)  # every slot is taken: leave the rest in the backlog
+                return
+            try:
+                conn, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                log.warning("accept failed: %s", exc.strerror)
+                time.sleep(0.05)
+                return
+            conn.setblocking(True)
+            with self._live_lock:
+                self._live += 1
+            # _thread directly: threading.Thread.start() waits until the new
+            # thread has run, a context switch per connection.
+            _thread.start_new_thread(self._handle, (conn, address))
 
     def serve_until_signalled(self, stopping: threading.Event, wake_r: socket.socket) -> None:
         """Accept until ``stopping`` is set (by a signal, which also writes to
@@ -87,7 +86,7 @@ class ThreadServer:
             while not stopping.is_set():
                 for key, _ in selector.select(timeout=1.0):
                     if key.fileobj is self.listener and not stopping.is_set():
-                        self._accept()
+                        self._accept_all()
                     elif key.fileobj is wake_r:
                         try:
                             wake_r.recv(512)
