@@ -89,6 +89,8 @@ def parser() -> ArgumentParser:
                    help=f"port of the balancer (default: {LB_PORT})")
     p.add_argument("--admin-port", type=_positive, default=ADMIN_PORT,
                    help=f"port of the balancer's admin listener (default: {ADMIN_PORT})")
+    p.add_argument("--lb-workers", type=_positive, default=1,
+                   help="balancer worker processes (default: 1, as in the original experiment)")
     p.add_argument("--out", default="results",
                    help="directory for results.md/.csv/.json and the plots (default: results)")
     return p
@@ -122,7 +124,7 @@ def _targets(topology: Topology, args: argparse.Namespace) -> dict[str, tuple[in
     if "thread" in models:
         out["thread"] = (args.thread_port, [topology.backend(args.thread_port, "thread")])
     if "lb" in models:
-        lb = topology.balancer(args.lb_port, ports, args.admin_port)
+        lb = topology.balancer(args.lb_port, ports, args.admin_port, args.lb_workers)
         out["lb"] = (args.lb_port, [lb] + backends)
     return out
 
@@ -202,7 +204,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "somaxconn": somaxconn,
         "open files limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "topology": f"async backends 127.0.0.1:{','.join(map(str, args.backend_ports))}, "
-                    f"thread backend :{args.thread_port}, balancer :{args.lb_port} (round_robin)",
+                    f"thread backend :{args.thread_port}, balancer :{args.lb_port} (round_robin, "
+                    f"{args.lb_workers} worker{'s' if args.lb_workers > 1 else ''})",
         "note": "load generator and servers share the same CPUs",
     }
 

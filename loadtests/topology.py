@@ -29,14 +29,26 @@ class Proc:
     log_path: str
 
     def cpu_seconds(self) -> float:
-        """User + system CPU seconds this process has used so far."""
-        try:
-            with open(f"/proc/{self.popen.pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            ticks = os.sysconf("SC_CLK_TCK")
-            return (int(fields[11]) + int(fields[12])) / ticks
-        except (OSError, IndexError, ValueError):
-            return 0.0
+        """User + system CPU seconds this process and its live children (the
+        balancer's workers) have used so far."""
+        return sum(_cpu(pid) for pid in [self.popen.pid, *_children(self.popen.pid)])
+
+
+def _cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
 
 
 def port_free(host: str, port: int) -> bool:
@@ -96,9 +108,9 @@ class Topology:
         return self.start(f"{model}-{port}", port, ["gservers.backend", "--model", model,
                                                     "--log-level", "warning", str(port)])
 
-    def balancer(self, port: int, backends: list[int], admin_port: int) -> Proc:
+    def balancer(self, port: int, backends: list[int], admin_port: int, workers: int = 1) -> Proc:
         argv = ["lb", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin_port}",
-                "--log-level", "warning"]
+                "--log-level", "warning", "--workers", str(workers)]
         for b in backends:
             argv += ["--backend", f"127.0.0.1:{b}"]
         return self.start("lb", port, argv)
