@@ -23,8 +23,8 @@ from gevent import socket as gsocket
 from gservers.app import Response, error_response
 from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, close_gently,
                                  reject, send_response, set_nodelay)
-from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Rejected, RequestParser,
-                           ResponseParser, chunk)
+from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Limits, Rejected,
+                           RequestParser, ResponseParser, chunk)
 
 from lb.backends import Backends, BackendState, RetryBudget
 from lb.config import LBConfig
@@ -32,6 +32,10 @@ from lb.rewrite import client_response, upstream_request
 from lb.upstream import ConnectError
 
 SERVER = b"gservers-lb/0.1"
+#: Client-side limits leave room for what the balancer adds (X-Forwarded-For,
+#: X-Forwarded-Proto, Via): whatever it accepts, a backend with the default
+#: limits accepts after rewriting.
+CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
 RECV_SIZE = 65536
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
@@ -93,7 +97,7 @@ class _ClientConnection:
         self.sock = sock
         self.client_ip = str(address[0]).encode() if address else b"-"
         self.key = str(address[0]) if address else "-"
-        self.stream = ClientStream(sock, RequestParser(), proxy.tracker,
+        self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.tracker,
                                    self.config.header_timeout, self.config.keepalive_timeout)
         self._prefix: list[bytes] = []
 
