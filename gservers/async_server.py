@@ -8,8 +8,10 @@
 # period) for the pool to empty.
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import time
 import signal
 from functools import partial
 
@@ -27,6 +29,37 @@ from gservers.netutil import bind, bound_port
 log = logging.getLogger("gservers.async")
 
 
+class Server(StreamServer):
+    """StreamServer that rides out running out of file descriptors.
+
+    gevent would print a traceback for every failed accept; here a failed
+    accept for want of descriptors (or memory) is one warning a few seconds
+    at most, and accepting pauses briefly -- no busy loop, no crash -- and
+    resumes by itself once connections close."""
+
+    PAUSE = 0.1
+    _warned = 0.0
+
+    def do_read(self):  # type: ignore[no-untyped-def]
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            now = time.monotonic()
+            if now - self._warned > 5:
+                self._warned = now
+                logging.getLogger("gservers.server").warning(
+                    "cannot accept: %s; pausing accepts", exc.strerror)
+            self.stop_accepting()
+            gevent.get_hub().loop.timer(self.PAUSE).start(self._resume)
+            return None
+
+    def _resume(self) -> None:
+        if self.started and not self.closed:
+            self.start_accepting()
+
+
 def run(config: BackendConfig) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
     stop = Event()
@@ -36,7 +69,7 @@ def run(config: BackendConfig) -> int:
     tracker = Tracker()
     pool = Pool(config.max_connections)
     handler = partial(serve, app=App(config.root), config=config, tracker=tracker)
-    server = StreamServer(listener, handler, spawn=pool)
+    server = Server(listener, handler, spawn=pool)
     server.start()
     log.info("async backend listening on http://%s:%d (pid %d, pool %d)",
              config.host, bound_port(listener), os.getpid(), config.max_connections)

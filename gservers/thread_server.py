@@ -49,6 +49,7 @@ class ThreadServer:
         self._live_lock = threading.Lock()
         self._handoff: queue.SimpleQueue = queue.SimpleQueue()
         self._idle_threads = 0  # threads waiting on _handoff, not yet promised a connection
+        self._warned = 0.0
 
     @property
     def live(self) -> int:
@@ -100,7 +101,10 @@ class ThreadServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                log.warning("accept failed: %s", exc.strerror)
+                now = time.monotonic()
+                if now - self._warned > 5:
+                    self._warned = now
+                    log.warning("cannot accept: %s; pausing accepts", exc.strerror)
                 time.sleep(0.05)
                 return
             conn.setblocking(True)

@@ -19,8 +19,8 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.server import StreamServer
 
+from gservers.async_server import Server
 from gservers.netutil import bind, bound_port
 from gservers.settings import ConfigError
 
@@ -58,7 +58,7 @@ class Worker:
                                        gsocket.socket, reuse_port)
         self.proxy = Proxy(config, Backends(config), open_access_log(config.access_log))
         self.pool = Pool(config.max_connections)
-        self.server = StreamServer(self.listener, self.proxy.handle, spawn=self.pool)
+        self.server = Server(self.listener, self.proxy.handle, spawn=self.pool)
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
