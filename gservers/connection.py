@@ -15,7 +15,6 @@ import select
 import socket
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from gservers.app import App, Response, error_response
@@ -158,7 +157,8 @@ class ClientStream:
         self.tracker = tracker
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
-        self.events: deque[Event] = deque()
+        self.events: list[Event] = []   # parsed, not yet taken; from self.taken on
+        self.taken = 0
         self.head_deadline = 0.0
         self.idle = False
         self._timeout: float | None = None  # what the socket is set to (a syscall to change)
@@ -166,8 +166,10 @@ class ClientStream:
     def next(self) -> Event | None:
         """The next event; None once the client closed or stayed idle too
         long.  Raises RequestTimeout, or Draining when idle during a stop."""
-        events = self.events
-        while not events:
+        if self.taken < len(self.events):
+            self.taken += 1
+            return self.events[self.taken - 1]
+        while True:
             parser = self.parser
             if parser.in_head:
                 timeout = self.head_deadline - time.monotonic()
@@ -198,14 +200,12 @@ class ClientStream:
                 self.tracker.set_busy(self.sock)
             was_in_head = parser.in_head
             new = parser.feed(data)
-            events.extend(new)
             if parser.in_head and (not was_in_head or any(type(e) is Head for e in new)):
                 self.head_deadline = time.monotonic() + self.header_timeout
-        return events.popleft()
-
-    def pending(self) -> bool:
-        """Whether events are already parsed and waiting."""
-        return bool(self.events)
+            if new:
+                self.events = new
+                self.taken = 1
+                return new[0]
 
 
 def set_nodelay(sock: Any) -> None:
