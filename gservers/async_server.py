@@ -60,8 +60,16 @@ class Server(StreamServer):
             self.start_accepting()
 
 
+def tune_gevent() -> None:
+    """Process-wide gevent settings for a server, applied at start (never on
+    import): no spawn-tree bookkeeping (a stack capture per greenlet, i.e. per
+    connection, that nothing here reads)."""
+    gevent.config.track_greenlet_tree = False
+
+
 def run(config: BackendConfig) -> int:
     """Serve until SIGTERM or SIGINT; return the exit code."""
+    tune_gevent()
     stop = Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # before the port opens
         gevent.signal_handler(signum, stop.set)

@@ -20,7 +20,7 @@ from gevent import socket as gsocket
 from gevent.event import Event
 from gevent.pool import Pool
 
-from gservers.async_server import Server
+from gservers.async_server import Server, tune_gevent
 from gservers.netutil import bind, bound_port
 from gservers.settings import ConfigError
 
@@ -47,6 +47,7 @@ class Worker:
 
     def __init__(self, config: LBConfig, reload: Callable[[], LBConfig] | None = None,
                  reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+        tune_gevent()
         self.config = config
         self.reload_config = reload
         self.ready = ready
