@@ -45,6 +45,10 @@ class UpstreamPool:
     def connect(self) -> Any:
         """A new connection; raises ConnectError."""
         sock = gsocket.socket(self.family, socket.SOCK_STREAM)
+        # Our side closes first, so these sockets end in TIME_WAIT holding an
+        # ephemeral port for a minute; SO_REUSEADDR lets a server listen on
+        # such a port meanwhile (44444 itself is in Linux's ephemeral range).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.settimeout(self.connect_timeout)
         try:
             sock.connect(self.sockaddr)

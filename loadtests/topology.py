@@ -64,6 +64,38 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def only_time_wait(port: int) -> bool:
+    """Whether every TCP socket on local ``port`` is in TIME_WAIT (connections
+    of an earlier run, whose local end took this port as an ephemeral port)."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        states.append(fields[3])
+        except OSError:
+            continue
+    return bool(states) and all(state == "06" for state in states)
+
+
+def wait_port(host: str, port: int, timeout: float = 65.0) -> bool:
+    """Wait for ``port`` to be free while only TIME_WAIT sockets hold it."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while not port_free(host, port):
+        if not only_time_wait(port) or time.monotonic() > deadline:
+            return False
+        if not said:
+            print(f"waiting for port {port}: held by closing connections of an earlier "
+                  f"run (TIME_WAIT, at most a minute)", file=sys.stderr)
+            said = True
+        time.sleep(1)
+    return True
+
+
 def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> bool:
     """Poll GET /health until 200, the process dies, or ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -88,7 +120,7 @@ class Topology:
 
     def start(self, name: str, port: int, argv: list[str]) -> Proc:
         """Start ``python -m argv...`` listening on ``port``; raise TopologyError."""
-        if not port_free("127.0.0.1", port):
+        if not wait_port("127.0.0.1", port):
             raise TopologyError(f"{name}: port {port} is already in use; stop what holds it "
                                 f"(e.g. scripts/stopserver.sh) or pick other ports")
         os.makedirs(self.log_dir, exist_ok=True)
