@@ -12,12 +12,17 @@ if ! "$PYTHON" -c "import gservers, gevent, httptools, locust, matplotlib, pytes
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 fi
 
-if ! command -v ab >/dev/null 2>&1; then
+# Debian packages: ApacheBench (needed), iproute2 (the network-namespace tests
+# skip without it).
+missing=()
+command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "install: apt-get install apache2-utils (ApacheBench)"
+    echo "install: apt-get install ${missing[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null
-  else
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif ! command -v ab >/dev/null 2>&1; then
     echo "install: ApacheBench (ab) is missing: install apache2-utils (needs root)" >&2
     exit 1
   fi
