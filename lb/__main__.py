@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from dataclasses import replace
+from typing import Callable
 
 from gservers.netutil import ListenError, raise_nofile_limit
 from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
@@ -73,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: bool) -> int:
     from lb.server import Worker
-    ready = None
+    ready: Callable[[], None] | None = None
     if supervised:
         config = _supervised_ports(config)
         fd = int(os.environ["GSERVERS_LB_READY_FD"])
 
-        def ready() -> None:
+        def report_ready() -> None:
             os.write(fd, b"1")
             os.close(fd)
+        ready = report_ready
 
     def reload() -> LBConfig:
         new, _ = load(argv) if path else (config, None)

@@ -69,7 +69,7 @@ def summary(cells: list[Cell]) -> list[str]:
     invalid = [c for c in cells if not c.valid]
     total = len(cells)
     out.append(f"{total - len(invalid)} of {total} cells valid"
-               + ("." if not invalid else f"; INVALID: " + ", ".join(
+               + ("." if not invalid else "; INVALID: " + ", ".join(
                    f"{c.model_name} c={c.concurrency} ({c.tool})" for c in invalid) + "."))
     medians: dict[tuple[str, str], float] = {}
     for tool in sorted({c.tool for c in cells}):

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
@@ -183,6 +184,32 @@ def parse_responses(data: bytes, methods: list[bytes]) -> list[Reply]:
 def strip_date(raw: bytes) -> bytes:
     """A response with its Date header value blanked, for byte comparisons."""
     return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", raw)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
+               interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` passes (hang protection
+    only); an OSError from the predicate counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now on 127.0.0.1."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def wait_port_closed(port: int, timeout: float = 10.0) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from loadtests import bench
 from loadtests.bench import IdleResult, Run
-from tests.support import ROOT, wait_port_closed
+from tests.support import ROOT, wait_port_closed, free_ports
 
 WRK_OK = """\
 Running 2s test @ http://127.0.0.1:62090/page.html
@@ -256,14 +255,6 @@ def test_ratios_table_and_report() -> None:
 
 # --------------------------------------------------------------------------- end to end
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:

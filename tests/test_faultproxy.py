@@ -30,7 +30,7 @@ from tests import loadclient
 from tests.faultproxy import FaultProxy
 from tests.loadclient import LoadClient
 from tests.support import (ROOT, Balancer, Reply, Server, exchange, parse_responses,
-                           start_backend, start_lb)
+                           start_backend, start_lb, wait_until)
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0  #: hang protection for one request; never a performance bound
@@ -100,18 +100,6 @@ def require(condition: bool, message: str) -> None:
         raise RuntimeError(message)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
-               interval: float = 0.05) -> bool:
-    """Poll until true or ``timeout`` passes (hang protection)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(interval)
-    return False
 
 
 def get(port: int, path: str = "/page.html", timeout: float = HANG) -> Reply | None:

@@ -23,14 +23,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
 from tests import loadclient
 from tests.loadclient import LoadClient
 from tests.support import (ROOT, Balancer, Reply, Server, exchange, parse_responses, run_cli,
-                           start, start_lb)
+                           start, start_lb, wait_until)
 
 AB = "/usr/bin/ab"
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
@@ -98,18 +98,6 @@ def get(port: int, path: str = "/page.html", timeout: float = HANG) -> Reply | N
     return replies[0] if replies else None
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
-               interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` passes (hang protection)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(interval)
-    return False
 
 
 def free_ports(n: int) -> list[int]:

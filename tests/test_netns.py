@@ -49,7 +49,7 @@ import pytest
 
 from tests import loadclient
 from tests.loadclient import LoadClient
-from tests.support import ADMIN_RE, LISTEN_RE, ROOT, Balancer, Server, start
+from tests.support import ADMIN_RE, LISTEN_RE, ROOT, Balancer, Server, start, wait_until
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0
@@ -217,17 +217,6 @@ class PacedLoad(LoadClient):
         return super()._one(sock, index, conn, seq, target)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0,
-               interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(interval)
-    return False
 
 
 ACCESS_RE = re.compile(r"^\S+ GET (\S+) (\d+) \d+ (\S+) ")

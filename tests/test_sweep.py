@@ -11,17 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, wait_port_closed
+from tests.support import ROOT, wait_port_closed, free_ports
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[int]]:
