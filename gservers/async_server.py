@@ -23,7 +23,7 @@ from gevent.server import StreamServer
 
 from gservers.app import App
 from gservers.config import BackendConfig
-from gservers.connection import Tracker, serve
+from gservers.connection import IDLE_LINGER, Tracker, serve
 from gservers.netutil import bind, bound_port
 
 log = logging.getLogger("gservers.async")
@@ -84,8 +84,9 @@ def run(config: BackendConfig) -> int:
     stop.wait()
     log.info("stopping: draining %d connection(s), grace %.1fs", len(pool), config.grace)
     server.close()
-    tracker.drain()
-    if not pool.join(timeout=config.grace):
+    deadline = time.monotonic() + config.grace
+    tracker.drain(gevent.sleep, min(IDLE_LINGER, config.grace / 2))
+    if not pool.join(timeout=max(0.0, deadline - time.monotonic())):
         log.warning("grace period over; closing %d connection(s)", len(pool))
         pool.kill(block=True, timeout=1)
     log.info("stopped")

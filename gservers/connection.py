@@ -15,7 +15,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from gservers.app import App, Response, error_response
 from gservers.config import BackendConfig
@@ -24,6 +24,8 @@ from gservers.http import (Data, End, Event, Head, HttpError, Rejected, RequestP
 
 SERVER = b"gservers/0.1"
 RECV_SIZE = 65536
+#: Seconds idle keep-alive connections may still send a request during a stop.
+IDLE_LINGER = 1.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -51,11 +53,20 @@ class Tracker:
         with self._lock:
             self._idle.discard(sock)
 
-    def drain(self) -> None:
-        """Stop keeping connections alive; wake every idle one that has no
-        request waiting, so its loop ends.  Busy ones close after replying."""
+    def drain(self, sleep: Callable[[float], Any], linger: float = IDLE_LINGER) -> None:
+        """Stop keeping connections alive: busy ones close after their
+        response (which says Connection: close).  Idle ones get ``linger``
+        seconds in which a request they send is still served -- a client of
+        a busy keep-alive connection sends its next request within
+        milliseconds, and closing under it would lose that request -- then
+        every one still idle with nothing waiting is woken, so its loop ends.
+        ``sleep`` is the server model's own (gevent's or time's)."""
         with self._lock:
             self.draining = True
+            idle = bool(self._idle)
+        if idle:
+            sleep(linger)
+        with self._lock:
             for sock in list(self._idle):
                 if not readable(sock):
                     try:

@@ -25,7 +25,7 @@ import time
 
 from gservers.app import App
 from gservers.config import BackendConfig
-from gservers.connection import Tracker, serve
+from gservers.connection import IDLE_LINGER, Tracker, serve
 from gservers.netutil import bind, bound_port
 
 log = logging.getLogger("gservers.thread")
@@ -132,8 +132,8 @@ class ThreadServer:
     def drain(self) -> None:
         """Stop accepting; let live connections finish within the grace period."""
         self.listener.close()
-        self.tracker.drain()
         deadline = time.monotonic() + self.config.grace
+        self.tracker.drain(time.sleep, min(IDLE_LINGER, self.config.grace / 2))
         while self.live and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.live:

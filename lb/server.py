@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, Callable, TextIO
 
 import gevent
@@ -21,6 +22,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from gservers.async_server import Server, tune_gevent
+from gservers.connection import IDLE_LINGER
 from gservers.netutil import bind, bound_port
 from gservers.settings import ConfigError
 
@@ -126,8 +128,9 @@ class Worker:
         grace = self.config.grace
         log.info("stopping: draining %d connection(s), grace %.1fs", len(self.pool), grace)
         self.server.close()
-        self.proxy.tracker.drain()
-        if not self.pool.join(timeout=grace):
+        deadline = time.monotonic() + grace
+        self.proxy.tracker.drain(gevent.sleep, min(IDLE_LINGER, grace / 2))
+        if not self.pool.join(timeout=max(0.0, deadline - time.monotonic())):
             log.warning("grace period over; closing %d connection(s)", len(self.pool))
             self.pool.kill(block=True, timeout=1)
         self.health.stop()
