@@ -6,8 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if ! "$PYTHON" -c "import gservers, gevent, httptools, locust, matplotlib, pytest, hypothesis" 2>/dev/null \
-   || [ "${GSERVERS_REINSTALL:-0}" = 1 ]; then
+# Install (editable) when anything is missing, or when the gservers Python
+# would import is another checkout's.
+here=$(pwd -P)
+where=$("$PYTHON" -c "import gservers, gevent, httptools, locust, matplotlib, pytest, hypothesis, os
+print(os.path.dirname(os.path.dirname(os.path.realpath(gservers.__file__))))" 2>/dev/null || true)
+if [ "$where" != "$here" ] || [ "${GSERVERS_REINSTALL:-0}" = 1 ]; then
   echo "install: pip install -e '.[test]'"
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 fi
