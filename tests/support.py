@@ -55,11 +55,17 @@ class Server:
         return self.proc.returncode
 
 
-def start(module: str, *args: str, timeout: float = 20.0, env: dict | None = None) -> Server:
-    """Start ``python -m module args`` and wait for its listening line."""
+MAX_LOG_LINES = 5000  #: kept per process (a server out of descriptors may log a lot)
+
+
+def start(module: str, *args: str, timeout: float = 20.0, env: dict | None = None,
+          preexec_fn: Callable[[], None] | None = None) -> Server:
+    """Start ``python -m module args`` and wait for its listening line;
+    ``preexec_fn`` runs in the child before exec (e.g. to set rlimits)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn)
     lines: list[str] = []
     found = threading.Event()
     where: list[tuple[str, int]] = []
@@ -67,7 +73,8 @@ def start(module: str, *args: str, timeout: float = 20.0, env: dict | None = Non
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            lines.append(line)
+            if len(lines) < MAX_LOG_LINES:
+                lines.append(line)
             m = LISTEN_RE.search(line)
             if m and not found.is_set():
                 where.append((m.group(1), int(m.group(2))))

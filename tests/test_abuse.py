@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.abuse_clients import Flood, cpu_seconds, open_fds, rss_bytes
-from tests.support import LISTEN_RE, ROOT, Server, exchange, start, start_backend, start_lb
+from tests.support import ROOT, Server, exchange, start, start_backend, start_lb
 
 HANG = 15.0                       #: socket timeout: only to stop a hang
 PAGE = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -87,30 +87,7 @@ def start_limited(module: str, *args: str, nofile: int, timeout: float = 20.0) -
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=limit)
-    lines: list[str] = []
-    found = threading.Event()
-    where: list[tuple[str, int]] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if len(lines) < 5000:  # an exhausted server may log on every accept attempt
-                lines.append(line)
-            m = LISTEN_RE.search(line)
-            if m and not found.is_set():
-                where.append((m.group(1), int(m.group(2))))
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not found.wait(timeout) or not where:
-        proc.kill()
-        proc.wait(5)
-        raise RuntimeError(f"{module} {' '.join(args)} did not start:\n{''.join(lines)}")
-    return Server(proc, where[0][0], where[0][1], lines)
+    return start(module, *args, timeout=timeout, preexec_fn=limit)
 
 
 # -- normal clients ------------------------------------------------------------------------
