@@ -14,6 +14,7 @@ import os
 import time
 import signal
 from functools import partial
+from typing import Any, Callable
 
 import gevent
 from gevent import socket as gsocket
@@ -39,6 +40,13 @@ class Server(StreamServer):
 
     PAUSE = 0.1
     _warned = 0.0
+    #: A predicate: sockets for which it is true stay open when their handler
+    #: returns (the balancer parks idle connections without a greenlet).
+    keep_open: Callable[[Any], bool] | None = None
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if self.keep_open is None or not self.keep_open(sock):
+            sock.close()
 
     def do_read(self):  # type: ignore[no-untyped-def]
         try:

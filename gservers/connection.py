@@ -83,6 +83,10 @@ class Draining(Exception):
     """The server is stopping; close this idle connection."""
 
 
+class StillIdle(Exception):
+    """Idle for ``park_after`` seconds: the caller may park the connection."""
+
+
 def frame(response: Response, head: Head | None, keep_alive: bool,
           server: bytes = SERVER) -> bytes:
     """Status line and headers for ``response`` (Date, Server, Connection added)."""
@@ -162,8 +166,12 @@ class ClientStream:
     RequestTimeout).  Reports idle/busy to the tracker."""
 
     def __init__(self, sock: Any, parser: RequestParser, tracker: Tracker,
-                 header_timeout: float, keepalive_timeout: float) -> None:
+                 header_timeout: float, keepalive_timeout: float,
+                 park_after: float | None = None) -> None:
         self.sock = sock
+        #: When set (and shorter than keepalive_timeout), an idle wait that
+        #: long raises StillIdle instead of going on waiting.
+        self.park_after = park_after
         self.parser = parser
         self.tracker = tracker
         self.header_timeout = header_timeout
@@ -173,6 +181,15 @@ class ClientStream:
         self.head_deadline = 0.0
         self.idle = False
         self._timeout: float | None = None  # what the socket is set to (a syscall to change)
+
+    def go_idle(self) -> bool:
+        """Report the connection idle (as ``next`` would before waiting);
+        False when the server is stopping."""
+        if not self.idle:
+            if not self.tracker.set_idle(self.sock):
+                return False
+            self.idle = True
+        return True
 
     def next(self) -> Event | None:
         """The next event; None once the client closed or stayed idle too
@@ -190,6 +207,8 @@ class ClientStream:
                 timeout = self.header_timeout
             else:
                 timeout = self.keepalive_timeout
+                if self.park_after is not None and self.park_after < timeout:
+                    timeout = self.park_after
                 if not self.idle:
                     if self.tracker.set_idle(self.sock):
                         self.idle = True
@@ -203,6 +222,8 @@ class ClientStream:
             except (socket.timeout, TimeoutError):
                 if parser.in_message:
                     raise RequestTimeout() from None
+                if timeout != self.keepalive_timeout:
+                    raise StillIdle() from None
                 return None
             if not data:
                 return None

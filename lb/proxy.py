@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from gevent import get_hub
 from gevent import socket as gsocket
 
 from gservers.app import Response, error_response
-from gservers.connection import (ClientStream, Draining, RequestTimeout, Tracker, close_gently,
-                                 reject, send_response, set_nodelay)
+from gservers.connection import (ClientStream, Draining, RequestTimeout, StillIdle, Tracker,
+                                 close_gently, readable, reject, send_response, set_nodelay)
 from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Limits, Rejected,
                            RequestParser, ResponseParser, chunk)
 
@@ -37,6 +38,10 @@ SERVER = b"gservers-lb/0.1"
 #: limits accepts after rewriting.
 CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
 RECV_SIZE = 65536
+#: Seconds a client connection waits for its next request in a greenlet before
+#: it is parked (busy keep-alive connections never are: parking costs a
+#: greenlet and two watchers per wake-up).
+PARK_AFTER = 1.0
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 
@@ -71,7 +76,14 @@ class _ClientGone(Exception):
 
 
 class Proxy:
-    """Shared state of one worker's proxy: config, backends, stats, log."""
+    """Shared state of one worker's proxy: config, backends, stats, log.
+
+    Idle client connections are *parked*: rather than a greenlet blocked in
+    recv (about 9 KB each), a connection waiting for a request -- one that
+    has sent nothing yet at once, one between requests after PARK_AFTER
+    seconds -- keeps only an I/O watcher and a keep-alive timer (about 2 KB),
+    and is given a greenlet again from the server's pool when bytes arrive.  ``parked`` holds their
+    sockets, which the server must not close when the handler returns."""
 
     def __init__(self, config: LBConfig, backends: Backends, access_log: Any = None) -> None:
         self.config = config
@@ -80,14 +92,20 @@ class Proxy:
         self.stats = Stats()
         self.budget = RetryBudget(config.retry_budget)
         self.access_log = access_log
+        self.parked: dict[Any, "_ClientConnection"] = {}  #: socket -> its connection
+        #: The server's greenlet pool; a parked connection holds one of its
+        #: slots, so --max-connections still bounds active + parked ones.
+        self.pool: Any = None
 
     def handle(self, sock: Any, address: Any) -> None:
         """The StreamServer handler: proxy one client connection."""
         self.stats.client_connections += 1
-        try:
-            _ClientConnection(self, sock, address).run()
-        finally:
-            self.stats.client_connections -= 1
+        _ClientConnection(self, sock, address).run()
+
+    def close_parked(self) -> None:
+        """Close every parked connection (the end of a stop)."""
+        for conn in list(self.parked.values()):
+            conn.unpark_and_close()
 
 
 class _ClientConnection:
@@ -98,42 +116,105 @@ class _ClientConnection:
         self.client_ip = str(address[0]).encode() if address else b"-"
         self.key = str(address[0]) if address else "-"
         self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.tracker,
-                                   self.config.header_timeout, self.config.keepalive_timeout)
+                                   self.config.header_timeout, self.config.keepalive_timeout,
+                                   PARK_AFTER if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
+        self._watchers: tuple[Any, Any] | None = None
+        self._fresh = True
 
     def run(self) -> None:
+        parked = False
         try:
-            self._loop()
+            parked = self._loop()
         except (OSError, _ClientGone):
             pass
         finally:
-            self.proxy.tracker.set_busy(self.sock)
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            if not parked:
+                self._close()
 
-    def _loop(self) -> None:
+    def _close(self) -> None:
+        self.proxy.tracker.set_busy(self.sock)
+        self.proxy.stats.client_connections -= 1
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # -- parking (see Proxy) ------------------------------------------------
+    def _park(self, keepalive: float) -> bool:
+        """Wait for the next request, up to ``keepalive`` seconds, without a
+        greenlet; False if that cannot be done now."""
+        proxy, sock = self.proxy, self.sock
+        if proxy.pool is None or readable(sock):
+            return False
+        slots = proxy.pool._semaphore  # gevent's servers watch this same semaphore
+        if not slots.acquire(blocking=False):
+            return False
+        if not self.stream.go_idle():
+            slots.release()
+            return False
+        loop = get_hub().loop
+        io, timer = loop.io(sock.fileno(), 1), loop.timer(max(keepalive, 0.001))
+        self._watchers = (io, timer)
+        proxy.parked[sock] = self
+        io.start(self._wake, False)
+        timer.start(self._wake, True)
+        return True
+
+    def _unpark(self) -> None:
+        """Stop waiting and give back the pool slot held while parked."""
+        if self._watchers is not None:
+            for watcher in self._watchers:
+                watcher.stop()
+                watcher.close()
+            self._watchers = None
+            self.proxy.parked.pop(self.sock, None)
+            self.proxy.pool._semaphore.release()
+
+    def _wake(self, expired: bool) -> None:
+        """In the hub: bytes (or EOF) arrived, or the keep-alive time ran out."""
+        self._unpark()
+        if expired:
+            self._close()
+        else:  # the slot just given back is taken again at once: spawn never waits
+            self.stream.park_after = PARK_AFTER
+            self.proxy.pool.spawn(self.run)
+
+    def unpark_and_close(self) -> None:
+        self._unpark()
+        self._close()
+
+    def _loop(self) -> bool:
+        """Serve requests; True when the connection was parked (still open)."""
         stream, sock = self.stream, self.sock
+        if self._fresh:  # nothing sent yet: park at once (an idle flood costs no greenlets)
+            self._fresh = False
+            if self._park(self.config.keepalive_timeout):
+                return True
         while True:
             try:
                 event = stream.next()
+            except StillIdle:
+                if self._park(self.config.keepalive_timeout - PARK_AFTER):
+                    return True
+                stream.park_after = None  # could not park: wait the rest here
+                continue
             except RequestTimeout:
                 reject(sock, HttpError(408, "request timeout"), SERVER)
-                return
+                return False
             except Draining:
                 close_gently(sock)
-                return
+                return False
             if event is None:
-                return
+                return False
             if isinstance(event, Rejected):
                 reject(sock, event.error, SERVER)
-                return
+                return False
             if type(event) is not Head:
                 continue  # the End of a bodiless request
             if not self._request(event):
                 close_gently(sock)
-                return
+                return False
 
     # -- one request ---------------------------------------------------------
     def _request(self, head: Head) -> bool:

@@ -62,6 +62,10 @@ class Worker:
         self.proxy = Proxy(config, Backends(config), open_access_log(config.access_log))
         self.pool = Pool(config.max_connections)
         self.server = Server(self.listener, self.proxy.handle, spawn=self.pool)
+        # Parked (idle, greenlet-less) connections hold a pool slot and stay
+        # open when their handler returns; see lb.proxy.Proxy.
+        self.proxy.pool = self.pool
+        self.server.keep_open = self.proxy.parked.__contains__
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
@@ -133,6 +137,7 @@ class Worker:
         if not self.pool.join(timeout=max(0.0, deadline - time.monotonic())):
             log.warning("grace period over; closing %d connection(s)", len(self.pool))
             self.pool.kill(block=True, timeout=1)
+        self.proxy.close_parked()
         self.health.stop()
         self.proxy.backends.close()
         log.info("stopped")
