@@ -66,6 +66,10 @@ class Worker:
         # open when their handler returns; see lb.proxy.Proxy.
         self.proxy.pool = self.pool
         self.server.keep_open = self.proxy.parked.__contains__
+        # "Full" is the slot count, not the greenlet count (Pool.full counts
+        # greenlets): otherwise a connection accepted while parked ones hold
+        # every slot would make spawn wait inside the hub.
+        self.server.full = self.pool._semaphore.locked
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
