@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from tests.support import HeaderAccess
+
 CRLF = b"\r\n"
 
 
 @dataclass
-class Request:
+class Request(HeaderAccess):
     """One request as the backend received it."""
 
     raw_head: bytes               #: request line + headers + blank line, byte for byte
@@ -34,20 +36,6 @@ class Request:
     raw_body: bytes               #: the body as on the wire (chunk framing included)
     body: bytes                   #: the body with any chunked framing removed
     connection: int               #: index of the connection it came on
-
-    def header(self, name: str) -> bytes | None:
-        """The first value of header ``name`` (any case), or None."""
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name: str) -> list[bytes]:
-        """Every value of header ``name`` (any case), in order."""
-        lname = name.lower().encode()
-        return [v for k, v in self.headers if k.lower() == lname]
-
-    def names(self) -> set[bytes]:
-        """The lower-cased header names present."""
-        return {k.lower() for k, _ in self.headers}
 
     @property
     def is_health_check(self) -> bool:

@@ -113,6 +113,52 @@ def exchange(port: int, data: bytes, timeout: float = 10.0, host: str = "127.0.0
         return read_all(sock, timeout)
 
 
+def send_and_read(port: int, data: bytes, timeout: float = 10.0,
+                  half_close: bool = False) -> tuple[bytes, bool]:
+    """Send ``data`` on a fresh connection and read until EOF; return (bytes,
+    whether EOF came before ``timeout``).  A reset counts as a close (what was
+    read before it is kept); a server that refuses early and closes while we
+    still send is read all the same."""
+    with connect(port, timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        chunks: list[bytes] = []
+        while True:
+            try:
+                block = sock.recv(65536)
+            except socket.timeout:
+                return b"".join(chunks), False
+            except ConnectionResetError:
+                return b"".join(chunks), True
+            if not block:
+                return b"".join(chunks), True
+            chunks.append(block)
+
+
+class HeaderAccess:
+    """Header look-ups for anything with ``headers: list[(name, value)]``."""
+
+    headers: list[tuple[bytes, bytes]]
+
+    def header(self, name: str) -> bytes | None:
+        """The first value of header ``name`` (any case), or None."""
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[bytes]:
+        """Every value of header ``name`` (any case), in order."""
+        lname = name.lower().encode()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def names(self) -> set[bytes]:
+        """The lower-cased header names present."""
+        return {k.lower() for k, _ in self.headers}
+
+
 def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
     """Read until EOF or until ``timeout`` passes with nothing read."""
     sock.settimeout(timeout)

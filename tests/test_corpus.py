@@ -13,35 +13,15 @@
 # invalid case a new connection must still get 200 for GET /page.html.
 from __future__ import annotations
 
-import socket
 
 import pytest
 
-from tests.support import Reply, Server, connect, parse_responses
+from tests.support import Reply, Server, parse_responses, send_and_read
 from tests.test_http import CASES, Case
 
 CLOSER = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 #: Longest wait for the server's answer or close; a healthy exchange ends at once.
 READ_TIMEOUT = 2.0
-
-
-def send_and_read(port: int, data: bytes, timeout: float = READ_TIMEOUT) -> tuple[bytes, bool]:
-    """Send ``data`` at once, read until EOF; return (bytes, whether EOF came)."""
-    with connect(port, timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks: list[bytes] = []
-        sock.settimeout(timeout)
-        while True:
-            try:
-                block = sock.recv(65536)
-            except socket.timeout:
-                return b"".join(chunks), False
-            except ConnectionResetError:
-                # A reset after the answer still ends the connection.
-                return b"".join(chunks), True
-            if not block:
-                return b"".join(chunks), True
-            chunks.append(block)
 
 
 def split(data: bytes, methods: tuple[bytes, ...]) -> list[Reply]:
@@ -52,7 +32,7 @@ def split(data: bytes, methods: tuple[bytes, ...]) -> list[Reply]:
 
 
 def assert_page_served(port: int) -> None:
-    data, closed = send_and_read(port, CLOSER)
+    data, closed = send_and_read(port, CLOSER, READ_TIMEOUT)
     replies = split(data, (b"GET",))
     assert closed and [r.status for r in replies] == [200], data[:200]
     assert b"It works" in replies[0].body
@@ -65,7 +45,7 @@ def test_corpus(backend: Server, case: Case) -> None:
         payload += CLOSER
         statuses += (200,)
         methods += (b"GET",)
-    data, closed = send_and_read(backend.port, payload)
+    data, closed = send_and_read(backend.port, payload, READ_TIMEOUT)
     replies = split(data, methods)
     assert [r.status for r in replies] == list(statuses), data[:600]
     assert closed, "the server kept the connection open"

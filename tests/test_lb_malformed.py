@@ -43,7 +43,7 @@ from gservers.connection import frame
 from gservers.http import Data, End, Head, Limits, Rejected, RequestParser
 from lb.rewrite import upstream_request
 from tests.recording_backend import Connection, RecordingBackend, Reply as Scripted, Request
-from tests.support import Balancer, Reply, start_backend, start_lb
+from tests.support import Balancer, Reply, send_and_read, start_backend, start_lb
 from tests.test_http import CASES, Case
 
 HANG = 10.0                      #: socket timeout: only to stop a hang
@@ -163,30 +163,6 @@ def rig() -> Iterator[Rig]:
 
 # -- client side ---------------------------------------------------------------------------
 
-def send_and_read(port: int, data: bytes, half_close: bool = False,
-                  timeout: float = HANG) -> tuple[bytes, bool]:
-    """Send ``data`` on a fresh connection and read until EOF; (bytes, whether EOF came).
-    A reset counts as a close (what was read before it is kept)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the balancer refused early and closed; read what it said
-        chunks: list[bytes] = []
-        while True:
-            try:
-                block = sock.recv(65536)
-            except socket.timeout:
-                return b"".join(chunks), False
-            except ConnectionResetError:
-                return b"".join(chunks), True
-            if not block:
-                return b"".join(chunks), True
-            chunks.append(block)
-
-
 def split_responses(data: bytes, methods: list[bytes]) -> list[Reply]:
     """Split ``data`` into well-formed HTTP/1.1 responses, strictly: every status
     line must match, every body must be framed; 1xx responses take no method.
@@ -273,7 +249,7 @@ def reframed(head: Head, body: bytes) -> bytes:
 
 def assert_page_served(port: int) -> None:
     """A normal request through the balancer gets the backend's 200."""
-    data, closed = send_and_read(port, CLOSER)
+    data, closed = send_and_read(port, CLOSER, HANG)
     replies = split_responses(data, [b"GET"])
     assert closed and [r.status for r in replies] == [200], data[:300]
     assert b"It works" in replies[0].body
@@ -303,7 +279,7 @@ def test_invalid_case_through_lb(rig: Rig, case: Case) -> None:
     expected, rejected = forwardable(payload)
     assert rejected == (case.rejected is not None), "corpus and parser disagree"
 
-    data, closed = send_and_read(lb.port, payload)
+    data, closed = send_and_read(lb.port, payload, HANG)
     replies = split_responses(data, methods)
     assert [r.status for r in replies] == statuses, data[:600]
     assert closed, "the balancer kept the connection open"
@@ -338,8 +314,8 @@ def test_header_limits_leave_room_for_the_forwarding_headers() -> None:
         lb = start_lb(*RARE_HEALTH, backends=[origin.port])
         lb_real = start_lb(*RARE_HEALTH, backends=[backend.port])
         try:
-            refused, _ = send_and_read(lb.port, case.data + CLOSER)
-            served, _ = send_and_read(lb_real.port, fewer + CLOSER)
+            refused, _ = send_and_read(lb.port, case.data + CLOSER, HANG)
+            served, _ = send_and_read(lb_real.port, fewer + CLOSER, HANG)
         finally:
             lb.server.stop()
             lb_real.server.stop()
@@ -442,7 +418,7 @@ def test_random_and_mutated_streams(rig: Rig, data: bytes) -> None:
     for event in RequestParser().feed(data):
         if type(event) is Head:
             heads.append(event.method)
-    reply, _closed = send_and_read(lb.port, data, half_close=True)
+    reply, _closed = send_and_read(lb.port, data, HANG, half_close=True)
     assert lb.server.proc.poll() is None, "the balancer died:\n" + lb.server.log[-3000:]
     replies = split_responses(reply, heads)  # well-formed responses, or nothing
     tally(f"answered {'/'.join(str(r.status) for r in replies) or 'nothing'}")

@@ -30,7 +30,7 @@ import pytest
 
 from tests.recording_backend import (PATTERN, RecordingBackend, Request, bodiless, chunked,
                                      close_delimited, fixed, generated, head_bytes, Reply as Scripted)
-from tests.support import Balancer, Server, start_backend, start_lb
+from tests.support import Balancer, HeaderAccess, Server, start_backend, start_lb
 
 HANG = 15.0          #: socket timeout: only to stop a hang
 RARE_HEALTH = ("--health-interval", "3600")
@@ -39,24 +39,13 @@ RARE_HEALTH = ("--health-interval", "3600")
 # -- a raw client that reads one response at a time -----------------------------------
 
 @dataclass
-class Response:
+class Response(HeaderAccess):
     status: int
     version: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
     raw_head: bytes
     framing: str             #: "length", "chunked", "close" or "none"
-
-    def header(self, name: str) -> bytes | None:
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name: str) -> list[bytes]:
-        lname = name.lower().encode()
-        return [v for k, v in self.headers if k.lower() == lname]
-
-    def names(self) -> set[bytes]:
-        return {k.lower() for k, _ in self.headers}
 
 
 class Client:
