@@ -18,17 +18,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from gevent import get_hub
 from gevent import socket as gsocket
 
 from gservers.app import Response, error_response
 from gservers.connection import (ClientStream, Draining, RequestTimeout, StillIdle, Tracker,
-                                 close_gently, readable, reject, send_response, set_nodelay)
+                                 close_gently, reject, send_response, set_nodelay)
 from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Limits, Rejected,
                            RequestParser, ResponseParser, chunk)
 
 from lb.backends import Backends, BackendState, RetryBudget
 from lb.config import LBConfig
+from lb.parking import PARK_AFTER, Parking
 from lb.rewrite import client_response, upstream_request
 from lb.upstream import ConnectError
 
@@ -38,10 +38,6 @@ SERVER = b"gservers-lb/0.1"
 #: limits accepts after rewriting.
 CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
 RECV_SIZE = 65536
-#: Seconds a client connection waits for its next request in a greenlet before
-#: it is parked (busy keep-alive connections never are: parking costs a
-#: greenlet and two watchers per wake-up).
-PARK_AFTER = 1.0
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 
@@ -108,7 +104,7 @@ class Proxy:
             conn.unpark_and_close()
 
 
-class _ClientConnection:
+class _ClientConnection(Parking):
     def __init__(self, proxy: Proxy, sock: Any, address: Any) -> None:
         self.proxy = proxy
         self.config = proxy.config
@@ -119,7 +115,6 @@ class _ClientConnection:
                                    self.config.header_timeout, self.config.keepalive_timeout,
                                    PARK_AFTER if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
-        self._watchers: tuple[Any, Any] | None = None
         self._fresh = True
 
     def run(self) -> None:
@@ -139,50 +134,6 @@ class _ClientConnection:
             self.sock.close()
         except OSError:
             pass
-
-    # -- parking (see Proxy) ------------------------------------------------
-    def _park(self, keepalive: float) -> bool:
-        """Wait for the next request, up to ``keepalive`` seconds, without a
-        greenlet; False if that cannot be done now."""
-        proxy, sock = self.proxy, self.sock
-        if proxy.pool is None or readable(sock):
-            return False
-        slots = proxy.pool._semaphore  # gevent's servers watch this same semaphore
-        if not slots.acquire(blocking=False):
-            return False
-        if not self.stream.go_idle():
-            slots.release()
-            return False
-        loop = get_hub().loop
-        io, timer = loop.io(sock.fileno(), 1), loop.timer(max(keepalive, 0.001))
-        self._watchers = (io, timer)
-        proxy.parked[sock] = self
-        io.start(self._wake, False)
-        timer.start(self._wake, True)
-        return True
-
-    def _unpark(self) -> None:
-        """Stop waiting and give back the pool slot held while parked."""
-        if self._watchers is not None:
-            for watcher in self._watchers:
-                watcher.stop()
-                watcher.close()
-            self._watchers = None
-            self.proxy.parked.pop(self.sock, None)
-            self.proxy.pool._semaphore.release()
-
-    def _wake(self, expired: bool) -> None:
-        """In the hub: bytes (or EOF) arrived, or the keep-alive time ran out."""
-        self._unpark()
-        if expired:
-            self._close()
-        else:  # the slot just given back is taken again at once: spawn never waits
-            self.stream.park_after = PARK_AFTER
-            self.proxy.pool.spawn(self.run)
-
-    def unpark_and_close(self) -> None:
-        self._unpark()
-        self._close()
 
     def _loop(self) -> bool:
         """Serve requests; True when the connection was parked (still open)."""
