@@ -25,13 +25,15 @@ from gevent.server import StreamServer
 from gservers.app import App
 from gservers.config import BackendConfig
 from gservers.connection import IDLE_LINGER, Tracker, serve
+from gservers.greensock import wrap_accepted
 from gservers.netutil import bind, bound_port
 
 log = logging.getLogger("gservers.async")
 
 
 class Server(StreamServer):
-    """StreamServer that rides out running out of file descriptors.
+    """StreamServer that hands handlers a GreenSocket and rides out running
+    out of file descriptors.
 
     gevent would print a traceback for every failed accept; here a failed
     accept for want of descriptors (or memory) is one warning a few seconds
@@ -50,7 +52,9 @@ class Server(StreamServer):
 
     def do_read(self):  # type: ignore[no-untyped-def]
         try:
-            return super().do_read()
+            fd, address = self.socket._accept()
+        except BlockingIOError:
+            return None
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                 raise
@@ -62,6 +66,8 @@ class Server(StreamServer):
             self.stop_accepting()
             gevent.get_hub().loop.timer(self.PAUSE).start(self._resume)
             return None
+        # Our own socket, not gevent's: see gservers.greensock.
+        return wrap_accepted(fd, self.socket.family), address
 
     def _resume(self) -> None:
         if self.started and not self.closed:

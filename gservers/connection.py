@@ -127,6 +127,9 @@ def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
 
 def readable(sock: Any) -> bool:
     """Whether bytes (or EOF) wait unread on ``sock``, without blocking."""
+    check = getattr(sock, "readable", None)
+    if check is not None:  # a GreenSocket peeks
+        return check()
     try:
         return bool(select.select([sock.fileno()], [], [], 0)[0])
     except (OSError, ValueError):

@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from gevent import socket as gsocket
-
 from gservers.app import Response, error_response
 from gservers.connection import (ClientStream, Draining, RequestTimeout, StillIdle, Tracker,
                                  close_gently, reject, send_response, set_nodelay)
@@ -320,7 +318,7 @@ class _ClientConnection(Parking):
                            client_keep_alive=False), False
         except HttpError as exc:  # the client's streamed body was malformed
             return Outcome(error=exc, client_keep_alive=False), False
-        except (OSError, gsocket.timeout):
+        except OSError:  # TimeoutError included
             backends.failed(backend, "send")
             return Outcome(retry=body is not None, error=HttpError(502, "backend failed")), False
         return self._relay(upstream, reused, backend, head, body is not None, began)
@@ -342,7 +340,7 @@ class _ClientConnection(Parking):
         while not done:
             try:
                 data = upstream.recv(RECV_SIZE)
-            except gsocket.timeout:
+            except TimeoutError:
                 backends.failed(backend, "response timeout")
                 out.error = HttpError(504, "backend response timed out")
                 out.client_keep_alive = keep

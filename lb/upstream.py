@@ -10,13 +10,12 @@
 # name lookup per connect.
 from __future__ import annotations
 
-import select
 import socket
 import time
 from collections import deque
 from typing import Any
 
-from gevent import socket as gsocket
+from gservers.greensock import GreenSocket
 
 
 class ConnectError(Exception):
@@ -44,16 +43,13 @@ class UpstreamPool:
 
     def connect(self) -> Any:
         """A new connection; raises ConnectError."""
-        sock = gsocket.socket(self.family, socket.SOCK_STREAM)
         # Our side closes first, so these sockets end in TIME_WAIT holding an
         # ephemeral port for a minute; SO_REUSEADDR lets a server listen on
         # such a port meanwhile (44444 itself is in Linux's ephemeral range).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.settimeout(self.connect_timeout)
         try:
-            sock.connect(self.sockaddr)
-        except (OSError, socket.timeout) as exc:
-            sock.close()
+            sock = GreenSocket.connect(self.family, self.sockaddr, self.connect_timeout,
+                                       reuse_addr=True)
+        except OSError as exc:
             reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
             raise ConnectError(reason) from None
         self.connects += 1
@@ -68,11 +64,7 @@ class UpstreamPool:
                 idle.popleft()[0].close()
             if idle:
                 sock = idle.pop()[0]
-                try:
-                    alive = not select.select([sock.fileno()], [], [], 0)[0]
-                except (OSError, ValueError):
-                    alive = False
-                if alive:
+                if not sock.readable():
                     self.reuses += 1
                     return sock, True
                 sock.close()
