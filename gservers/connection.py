@@ -184,6 +184,12 @@ class ClientStream:
         self.head_deadline = 0.0
         self.idle = False
         self._timeout: float | None = None  # what the socket is set to (a syscall to change)
+        #: Whether bytes may already be waiting (a new connection, one woken
+        #: from parking); else an idle read waits first when the socket can
+        #: (GreenSocket.recv_later), as a keep-alive client's next request
+        #: follows our response by a round trip at least.
+        self.expect_data = True
+        self._recv_later = getattr(sock, "recv_later", None)
 
     def go_idle(self) -> bool:
         """Report the connection idle (as ``next`` would before waiting);
@@ -221,7 +227,10 @@ class ClientStream:
                 self.sock.settimeout(timeout)
                 self._timeout = timeout
             try:
-                data = self.sock.recv(RECV_SIZE)
+                if self.expect_data or parser.in_message or self._recv_later is None:
+                    data = self.sock.recv(RECV_SIZE)
+                else:
+                    data = self._recv_later(RECV_SIZE)
             except (socket.timeout, TimeoutError):
                 if parser.in_message:
                     raise RequestTimeout() from None
@@ -230,6 +239,7 @@ class ClientStream:
                 return None
             if not data:
                 return None
+            self.expect_data = False
             if self.idle:
                 self.idle = False
                 self.tracker.set_busy(self.sock)

@@ -93,6 +93,13 @@ class GreenSocket:
             except _EAGAIN:
                 self._wait(self._read)
 
+    def recv_later(self, size: int) -> bytes:
+        """``recv`` for when the bytes cannot be here yet (the answer to what
+        was just sent): wait first, which saves a failed read -- a system
+        call and an exception -- per message."""
+        self._wait(self._read)
+        return self.recv(size)
+
     def send(self, data: bytes) -> int:
         while True:
             try:

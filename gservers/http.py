@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Iterable, Union
@@ -68,6 +68,9 @@ class Head:
     keep_alive: bool
     chunked: bool
     content_length: int | None
+    #: The Connection header's tokens, lower-cased (gathered while parsing,
+    #: since a proxy needs them for every message).
+    connection: tuple[bytes, ...] = field(default=(), compare=False)
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The first value of header ``name`` (lower-case), or ``default``."""
@@ -155,6 +158,7 @@ class _Parser:
         self._framing_headers: list[tuple[bytes, bytes]] = []
         self._hosts = 0
         self._host = b""
+        self._connection: list[bytes] = []
         self.dead = False
 
     @property
@@ -244,6 +248,7 @@ class _Parser:
         self._framing_headers = []
         self._hosts = 0
         self._host = b""
+        self._connection = []
 
     def on_url(self, part: bytes) -> None:
         self._target_len += len(part)
@@ -263,6 +268,8 @@ class _Parser:
         elif lname == b"host":
             self._hosts += 1
             self._host = value
+        elif lname == b"connection":
+            self._connection.extend(t.strip().lower() for t in value.split(b",") if t.strip())
 
     def on_body(self, data: bytes) -> None:
         if data:
@@ -331,7 +338,7 @@ class RequestParser(_Parser):
         keep_alive = p.should_keep_alive() and not (chunked and version == "1.0")
         self._events.append(Head(
             p.get_method(), b"".join(self._target), 0, version, tuple(self._headers),
-            keep_alive, chunked, length,
+            keep_alive, chunked, length, tuple(self._connection),
         ))
 
 
@@ -340,14 +347,24 @@ class ResponseParser(_Parser):
     with any interim (1xx) responses before it: each comes as a Head with
     its status and an End.
 
-    The caller makes a new parser per response: a final response to HEAD,
-    and a 204 or 304, has no body whatever its headers say, which llhttp
-    cannot be told, so parsing stops at the end of such a head."""
+    A final response to HEAD, and a 204 or 304, has no body whatever its
+    headers say, which llhttp cannot be told, so parsing stops at the end of
+    such a head and the parser is dead.  After any other keep-alive response
+    that ended cleanly, ``expect`` readies it for the next response on the
+    same (or another, fresh) stream: making an llhttp parser costs about as
+    much as parsing a short response."""
 
     _kind = httptools.HttpResponseParser
 
     def __init__(self, method: bytes = b"GET", limits: Limits = Limits()) -> None:
         super().__init__(limits)
+        self._head_only = method == b"HEAD"
+        self._until_close = False
+        self.status = 0
+
+    def expect(self, method: bytes) -> None:
+        """Parse the next response, to a request made with ``method``
+        (only after a keep-alive response ended, not dead)."""
         self._head_only = method == b"HEAD"
         self._until_close = False
         self.status = 0
@@ -369,7 +386,7 @@ class ResponseParser(_Parser):
             if status == 101:
                 raise HttpError(502, "unexpected 101 Switching Protocols")
             self._events.append(Head(b"", b"", status, version, tuple(self._headers),
-                                     True, False, None))
+                                     True, False, None, tuple(self._connection)))
             return
         try:
             chunked, length = self._framing()
@@ -377,7 +394,7 @@ class ResponseParser(_Parser):
             raise HttpError(502, f"upstream framing: {exc.reason}") from None
         self._events.append(Head(
             b"", b"", status, version, tuple(self._headers),
-            p.should_keep_alive(), chunked, length,
+            p.should_keep_alive(), chunked, length, tuple(self._connection),
         ))
         self._until_close = not chunked and length is None
         if self._head_only or status in (204, 304):

@@ -69,6 +69,7 @@ class Parking:
             self._close()
         else:  # the slot just given back is taken again at once: spawn never waits
             self.stream.park_after = PARK_AFTER
+            self.stream.expect_data = True
             self.proxy.pool.spawn(self.run)
 
     def unpark_and_close(self) -> None:

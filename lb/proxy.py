@@ -114,6 +114,7 @@ class _ClientConnection(Parking):
                                    PARK_AFTER if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
         self._fresh = True
+        self._response_parser: ResponseParser | None = None  #: reusable, see _relay
 
     def run(self) -> None:
         parked = False
@@ -327,7 +328,12 @@ class _ClientConnection(Parking):
                replayable: bool, began: float) -> tuple[Outcome, bool]:
         """Read the backend's response and pass it on to the client."""
         backends = self.proxy.backends
-        parser = ResponseParser(head.method)
+        parser = self._response_parser
+        if parser is None:
+            parser = ResponseParser(head.method)
+        else:  # the last response ended cleanly: go on with its parser
+            parser.expect(head.method)
+            self._response_parser = None
         out = Outcome()
         client_11 = head.version == "1.1"
         rechunk = False
@@ -337,9 +343,11 @@ class _ClientConnection(Parking):
         interim = False
         nodelay = False
         sock = self.sock
+        recv = upstream.recv_later  # the first read: the answer cannot be here yet
         while not done:
             try:
-                data = upstream.recv(RECV_SIZE)
+                data = recv(RECV_SIZE)
+                recv = upstream.recv
             except TimeoutError:
                 backends.failed(backend, "response timeout")
                 out.error = HttpError(504, "backend response timed out")
@@ -400,6 +408,8 @@ class _ClientConnection(Parking):
             backends.succeeded(backend, out.upstream_time)
         out.client_keep_alive = keep and out.error is None
         clean = done and out.error is None and upstream_keep and not parser.in_message
+        if clean and not parser.dead:
+            self._response_parser = parser
         return out, clean
 
 

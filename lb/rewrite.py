@@ -19,7 +19,7 @@ _REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-proto"
 
 
 def _dropped(head: Head, base: frozenset[bytes]) -> frozenset[bytes] | set[bytes]:
-    named = head.tokens(b"connection")
+    named = head.connection
     return base.union(named) if named else base
 
 
