@@ -1,6 +1,6 @@
 # gservers/async_server.py -- the asynchronous model: greenlets on one thread.
 #
-# Strategy: gevent's StreamServer with ``spawn=Pool(max_connections)``: each
+# Strategy: gevent's StreamServer with ``spawn=GreenletPool(max_connections)``: each
 # accepted connection runs the shared blocking handler in a greenlet; a full
 # pool stops accepting and the kernel backlog holds the rest.  The sockets are
 # gevent's own, so nothing is monkey-patched.  SIGTERM/SIGINT close the
@@ -19,12 +19,12 @@ from typing import Any, Callable
 import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from gservers.app import App
 from gservers.config import BackendConfig
 from gservers.connection import IDLE_LINGER, Tracker, serve
+from gservers.greenpool import GreenletPool
 from gservers.greensock import wrap_accepted
 from gservers.netutil import bind, bound_port
 
@@ -89,7 +89,7 @@ def run(config: BackendConfig) -> int:
         gevent.signal_handler(signum, stop.set)
     listener = bind(config.host, config.port, config.backlog, gsocket.socket)
     tracker = Tracker()
-    pool = Pool(config.max_connections)
+    pool = GreenletPool(config.max_connections)
     handler = partial(serve, app=App(config.root), config=config, tracker=tracker)
     server = Server(listener, handler, spawn=pool)
     server.start()

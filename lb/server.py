@@ -1,6 +1,6 @@
 # lb/server.py -- one balancer worker: listener, proxy, health, admin, signals.
 #
-# Strategy: a gevent StreamServer with ``spawn=Pool(max_connections)`` runs
+# Strategy: a gevent StreamServer with ``spawn=GreenletPool(max_connections)`` runs
 # the proxy handler (a full pool stops accepting; the backlog holds the
 # rest).  Signals are queued onto events and dispatched by this module only:
 # SIGTERM/SIGINT drain (stop accepting, close idle clients, let in-flight
@@ -19,10 +19,10 @@ from typing import Any, Callable, TextIO
 import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
-from gevent.pool import Pool
 
 from gservers.async_server import Server, tune_gevent
 from gservers.connection import IDLE_LINGER
+from gservers.greenpool import GreenletPool
 from gservers.netutil import bind, bound_port
 from gservers.settings import ConfigError
 
@@ -60,16 +60,12 @@ class Worker:
             self.admin_listener = bind(config.admin.host, config.admin.port, 128,
                                        gsocket.socket, reuse_port)
         self.proxy = Proxy(config, Backends(config), open_access_log(config.access_log))
-        self.pool = Pool(config.max_connections)
+        self.pool = GreenletPool(config.max_connections)
         self.server = Server(self.listener, self.proxy.handle, spawn=self.pool)
         # Parked (idle, greenlet-less) connections hold a pool slot and stay
         # open when their handler returns; see lb.proxy.Proxy.
         self.proxy.pool = self.pool
         self.server.keep_open = self.proxy.parked.__contains__
-        # "Full" is the slot count, not the greenlet count (Pool.full counts
-        # greenlets): otherwise a connection accepted while parked ones hold
-        # every slot would make spawn wait inside the hub.
-        self.server.full = self.pool._semaphore.locked
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
