@@ -200,6 +200,14 @@ class ClientStream:
             self.idle = True
         return True
 
+    def sending(self, timeout: float) -> None:
+        """Set the socket's timeout for writing a response, so a client that
+        stops reading is dropped after ``timeout`` seconds without progress
+        (``next`` sets it again for reading)."""
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
     def next(self) -> Event | None:
         """The next event; None once the client closed or stayed idle too
         long.  Raises RequestTimeout, or Draining when idle during a stop."""

@@ -36,6 +36,7 @@ class GreenletPool:
         self._hub = get_hub()
         self._idle: list[Any] = []     #: greenlets waiting for work
         self._busy: set[Any] = set()   #: greenlets running a call
+        self._doomed: set[Any] = set()  #: greenlets being killed
         self._empty = Event()
         self._empty.set()
 
@@ -75,24 +76,36 @@ class GreenletPool:
                 if not self._busy:
                     self._empty.set()
                 self._semaphore.release()
-            if len(self._idle) >= self.keep_idle:
+            if me in self._doomed or len(self._idle) >= self.keep_idle:
+                self._doomed.discard(me)
                 return
             self._idle.append(me)
             try:
                 func, args = hub.switch()  # the next call, from spawn
-            except GreenletExit:
-                return
-            finally:
-                if me in self._idle:  # thrown out of the wait (a kill)
+            except GreenletExit:  # killed while idle
+                self._doomed.discard(me)
+                if me in self._idle:
                     self._idle.remove(me)
+                return
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no call runs; False on timeout."""
         return bool(self._empty.wait(timeout))
 
     def kill(self, block: bool = True, timeout: float | None = None) -> None:
-        """Raise GreenletExit in every running call (and end idle greenlets)."""
-        for worker in list(self._busy) + self._idle:
-            self._hub.loop.run_callback(worker.throw, GreenletExit)
+        """Raise GreenletExit in every running call and end every idle
+        greenlet; none of them takes another call (later spawns get new
+        greenlets)."""
+        doomed = list(self._busy) + self._idle
+        self._idle = []
+        self._doomed.update(doomed)
+        for worker in doomed:
+            self._hub.loop.run_callback(self._end, worker)
         if block:
             self.join(timeout)
+
+    def _end(self, worker: Any) -> None:
+        if worker.dead:  # it finished its call and left before this ran
+            self._doomed.discard(worker)
+        else:
+            worker.throw(GreenletExit)

@@ -158,9 +158,15 @@ class GreenSocket:
         self._write.stop()
         waiter = self._waiter
         if waiter is not None and waiter is not getcurrent():
-            self._waiter = None
-            self._loop.run_callback(waiter.throw, OSError(errno.EBADF, "socket closed"))
+            self._loop.run_callback(self._cancel, waiter)
         self._sock.close()
+
+    def _cancel(self, waiter: Any) -> None:
+        """In the hub: the socket was closed under ``waiter``; wake it with
+        EBADF if it is still waiting on this socket."""
+        if self._waiter is waiter:
+            self._waiter = None
+            waiter.throw(OSError(errno.EBADF, "socket closed"))
 
     @property
     def closed(self) -> bool:

@@ -104,6 +104,9 @@ class LBConfig:
     header_timeout: float = setting(10.0, "seconds a client has to send a request head "
                                     "(then 408), and the longest pause within a body",
                                     parse=seconds, metavar="SECONDS")
+    send_timeout: float = setting(60.0, "seconds a client may leave a response unread "
+                                  "before its connection is dropped",
+                                  parse=seconds, metavar="SECONDS")
     keepalive_timeout: float = setting(15.0, "seconds an idle client connection is kept",
                                        parse=seconds, metavar="SECONDS")
     pool_size: int = setting(256, "idle keep-alive connections kept per backend",

@@ -111,7 +111,9 @@ class _ClientConnection(Parking):
         self.key = str(address[0]) if address else "-"
         self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.tracker,
                                    self.config.header_timeout, self.config.keepalive_timeout,
-                                   PARK_AFTER if proxy.pool is not None else None)
+                                   # nothing sent yet: park at once (an idle
+                                   # flood costs no greenlets)
+                                   0.0 if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
         self._fresh = True
         self._response_parser: ResponseParser | None = None  #: reusable, see _relay
@@ -137,15 +139,11 @@ class _ClientConnection(Parking):
     def _loop(self) -> bool:
         """Serve requests; True when the connection was parked (still open)."""
         stream, sock = self.stream, self.sock
-        if self._fresh:  # nothing sent yet: park at once (an idle flood costs no greenlets)
-            self._fresh = False
-            if self._park(self.config.keepalive_timeout):
-                return True
         while True:
             try:
                 event = stream.next()
             except StillIdle:
-                if self._park(self.config.keepalive_timeout - PARK_AFTER):
+                if self._park(self.config.keepalive_timeout - (stream.park_after or 0.0)):
                     return True
                 stream.park_after = None  # could not park: wait the rest here
                 continue
@@ -157,6 +155,10 @@ class _ClientConnection(Parking):
                 return False
             if event is None:
                 return False
+            if self._fresh:
+                self._fresh = False
+                if self.proxy.pool is not None:
+                    stream.park_after = PARK_AFTER
             if isinstance(event, Rejected):
                 reject(sock, event.error, SERVER)
                 return False
@@ -217,6 +219,7 @@ class _ClientConnection(Parking):
             response = Response(response.status, response.headers + ((b"Retry-After", b"1"),),
                                 response.body, close=response.close)
         keep = keep_alive and head.keep_alive and not self.proxy.tracker.draining
+        self.stream.sending(self.config.send_timeout)
         send_response(self.sock, response, head, keep, SERVER)
         self.proxy.stats.count(error.status)
         self._log(head, error.status, len(response.body), backend, 0.0, started)
@@ -343,6 +346,7 @@ class _ClientConnection(Parking):
         interim = False
         nodelay = False
         sock = self.sock
+        self.stream.sending(self.config.send_timeout)
         recv = upstream.recv_later  # the first read: the answer cannot be here yet
         while not done:
             try:

@@ -566,6 +566,53 @@ def test_large_response_is_streamed(streaming: Rig) -> None:
     assert peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
 
 
+def read_response_body(c: "Client", total: int, pause_at: int = -1, pause: float = 0.0) -> int:
+    """Read a ``generated(total)`` response's body, sleeping ``pause`` seconds
+    once ``pause_at`` bytes are in; the bytes read before the lb closed."""
+    check = PatternCheck()
+    check.feed(c.buf)
+    c.buf = b""
+    paused = False
+    while check.offset < total:
+        if not paused and check.offset >= pause_at >= 0:
+            paused = True
+            time.sleep(pause)
+        try:
+            data = c.sock.recv(MB)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        check.feed(data)
+    assert check.bad_at is None, f"content differs at byte {check.bad_at}"
+    return check.offset
+
+
+def test_reader_pausing_mid_response_gets_it_all(streaming: Rig) -> None:
+    """A client that stops reading for longer than the idle-park time (1 s)
+    but less than --send-timeout is still sent the whole response."""
+    total = 40 * MB
+    streaming.origin.responder = generated(total)
+    with Client(streaming.lb.port) as c:
+        c.send(get("/big"))
+        assert c._until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+        assert read_response_body(c, total, pause_at=MB, pause=1.6) == total
+
+
+def test_reader_stalled_past_send_timeout_is_dropped() -> None:
+    rig = make_rig("--send-timeout", "0.5")
+    try:
+        total = 40 * MB
+        rig.origin.responder = generated(total)
+        with Client(rig.lb.port) as c:
+            c.send(get("/big"))
+            assert c._until(b"\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+            got = read_response_body(c, total, pause_at=MB, pause=2.0)
+            assert MB <= got < total, got
+    finally:
+        end_rig(rig)
+
+
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_large_request_body_is_streamed(streaming: Rig, framing: str) -> None:
     total = 20 * MB
