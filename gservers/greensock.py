@@ -179,7 +179,9 @@ class GreenSocket:
         if timeout is not None:
             if timeout <= 0:
                 raise TimeoutError("timed out")
-            deadline = self._loop.now() + timeout
+            loop = self._loop
+            loop.update_now()  # the loop's clock is as old as its iteration
+            deadline = loop.now() + timeout
             self._deadline = deadline
             timer = self._timer
             if timer is None or not timer.active or self._armed_for > deadline:

@@ -12,12 +12,13 @@
 # usable, the lazily re-armed timer follows a deadline that moves on with
 # every wait, a shortened timeout re-arms it, None waits for ever, and a
 # timer that fires while the greenlet is elsewhere throws nothing -- close()
-# from another greenlet (EBADF), a refused connect (no descriptor leaked),
-# SO_REUSEADDR, readable() (peeks, never blocks) and wrap_accepted on a
-# descriptor from a plain listener.  Timing is asserted only for timeouts,
-# with generous bounds (a 0.2 s timeout: >= 0.15 s and < 2 s).  Known bugs
-# are strict xfails carrying their reason, so fixing one shows up as a
-# failure to clean up.
+# from another greenlet (EBADF), recv_later (waits first, then reads), a
+# refused connect (no descriptor leaked), SO_REUSEADDR, readable() (peeks,
+# never blocks) and wrap_accepted on a descriptor from a plain listener;
+# also that a deadline counts from the start of its wait (not from a stale
+# loop clock) and that close() throws nothing into a greenlet that already
+# left its wait.  Timing is asserted only for timeouts, with generous bounds
+# (a 0.2 s timeout: >= 0.15 s and < 2 s).
 from __future__ import annotations
 
 import errno
@@ -328,12 +329,23 @@ def test_zero_timeout_never_waits() -> None:
         assert link.client.recv(10) == b"z"  # data already there needs no wait
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "greensock bug: _wait computes the deadline from the loop's cached time "
-    "(loop.now()) and starts the timer without updating it, so time a greenlet "
-    "spends without yielding is taken off its next timeout (gevent.Timeout "
-    "starts its timer with update=True for this reason)"))
 @bounded()
+def test_recv_later_waits_first() -> None:
+    with Link(timeout=0.2) as link:
+        client = link.client
+        link.send_after(0.05, b"answer")
+        assert client.recv_later(100) == b"answer"
+        link.peer.sendall(b"early")  # already there: the wait returns at once
+        assert wait_until(client.readable)
+        assert client.recv_later(100) == b"early"
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.recv_later(100)
+        assert 0.15 <= time.monotonic() - start < 2.0
+        link.peer.close()
+        assert client.recv_later(100) == b""  # EOF wakes the wait too
+
+
 def test_deadline_counts_from_the_start_of_the_wait() -> None:
     with Link(timeout=0.3) as link:
         client = link.client
@@ -373,12 +385,6 @@ def test_close_from_another_greenlet_wakes_the_waiter_with_ebadf() -> None:
         assert when - closed_at < 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "greensock bug: close() schedules an unconditional throw of EBADF into the "
-    "waiting greenlet; if that greenlet is woken otherwise first (a kill or "
-    "gevent.Timeout already due), the EBADF lands later in whatever it waits "
-    "on next (gevent's cancel_wait checks the watcher is still active)"))
-@bounded()
 def test_close_does_not_throw_into_a_greenlet_that_left_the_wait() -> None:
     with Link(timeout=None) as link:
         client = link.client
