@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, NamedTuple, Union
 
 import httptools
 
@@ -55,10 +55,11 @@ class Limits:
     max_headers: int = 100        #: header fields before 431
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """A request or response head.  ``method`` is empty for responses,
-    ``status`` is 0 for requests."""
+    ``status`` is 0 for requests.  (A named tuple: immutable like the other
+    events, and made several times faster than a frozen dataclass, which
+    counts at two heads per proxied request.)"""
 
     method: bytes
     target: bytes
@@ -70,7 +71,7 @@ class Head:
     content_length: int | None
     #: The Connection header's tokens, lower-cased (gathered while parsing,
     #: since a proxy needs them for every message).
-    connection: tuple[bytes, ...] = field(default=(), compare=False)
+    connection: tuple[bytes, ...] = ()
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The first value of header ``name`` (lower-case), or ``default``."""
