@@ -33,7 +33,7 @@ class GreenSocket:
     """A connected stream socket for use from greenlets (not thread-safe)."""
 
     __slots__ = ("_sock", "_loop", "_hub", "_read", "_write", "_timer", "_timeout",
-                 "_deadline", "_armed_for", "_waiter", "family")
+                 "_deadline", "_armed_for", "_waiter", "family", "attachment")
 
     def __init__(self, sock: Any) -> None:
         """Wrap ``sock``: a raw ``_socket.socket`` (or a stdlib one), which
@@ -52,6 +52,9 @@ class GreenSocket:
         self._deadline = 0.0
         self._armed_for = 0.0          #: when the timer fires, if armed
         self._waiter: Any = None       #: the greenlet waiting on this socket
+        #: Free for the owner's use (the balancer keeps an upstream
+        #: connection's response parser here, to parse its next response).
+        self.attachment: Any = None
 
     @classmethod
     def connect(cls, family: int, sockaddr: tuple, timeout: float | None,
@@ -149,7 +152,10 @@ class GreenSocket:
         self._sock.shutdown(how)
 
     def close(self) -> None:
-        """Close; a greenlet waiting on this socket gets EBADF."""
+        """Close (again: nothing); a greenlet waiting on this socket gets EBADF."""
+        if self._sock.fileno() < 0:
+            return
+        self.attachment = None
         if self._timer is not None:
             self._timer.stop()
             self._timer.close()

@@ -116,7 +116,6 @@ class _ClientConnection(Parking):
                                    0.0 if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
         self._fresh = True
-        self._response_parser: ResponseParser | None = None  #: reusable, see _relay
 
     def run(self) -> None:
         parked = False
@@ -331,12 +330,12 @@ class _ClientConnection(Parking):
                replayable: bool, began: float) -> tuple[Outcome, bool]:
         """Read the backend's response and pass it on to the client."""
         backends = self.proxy.backends
-        parser = self._response_parser
+        parser = upstream.attachment
         if parser is None:
             parser = ResponseParser(head.method)
-        else:  # the last response ended cleanly: go on with its parser
+        else:  # the connection's last response ended cleanly: go on with its parser
             parser.expect(head.method)
-            self._response_parser = None
+            upstream.attachment = None
         out = Outcome()
         client_11 = head.version == "1.1"
         rechunk = False
@@ -413,7 +412,7 @@ class _ClientConnection(Parking):
         out.client_keep_alive = keep and out.error is None
         clean = done and out.error is None and upstream_keep and not parser.in_message
         if clean and not parser.dead:
-            self._response_parser = parser
+            upstream.attachment = parser
         return out, clean
 
 
