@@ -142,7 +142,8 @@ def test_ab_keep_alive(loaded: Server) -> None:
 #  3. Load: 50 client threads (half a fresh connection per request, half
 #     keep-alive) run throughout.  Every request ends in exactly one of: a
 #     complete response byte-identical (Date aside) to the one measured before
-#     the test; a connection refused (the listener is closed); or a close or
+#     the test; a connection refused (the listener is closed -- or closing:
+#     a handshake it had not finished is reset); or a close or
 #     reset before ANY byte of response (not read, retryable -- see above).
 #     A partial response, a non-200 answer (say a 408 or 400 from a request
 #     cut in two) or a hang fails the test, and each thread must end with a
@@ -184,7 +185,8 @@ class Load:
         while not self.done.is_set():
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
-            except ConnectionRefusedError:
+            except (ConnectionRefusedError, ConnectionResetError):
+                # Refused, or reset mid-handshake by the listener closing.
                 self.record("refused")
                 return
             except OSError as exc:
@@ -219,7 +221,7 @@ class Load:
             if sock is None:
                 try:
                     sock = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
-                except ConnectionRefusedError:
+                except (ConnectionRefusedError, ConnectionResetError):
                     self.record("refused")
                     return
                 except OSError as exc:
