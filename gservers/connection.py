@@ -292,6 +292,7 @@ class Connection:
         except OSError:
             pass  # the client went away; nothing to answer
         finally:
+            self.stream.parser.release()
             self.tracker.set_busy(sock)
             try:
                 sock.close()

@@ -59,12 +59,16 @@ class GreenletPool:
         worker = idle.pop() if idle else greenlet(self._work, parent=self._hub)
         self._busy.add(worker)
         self._empty.clear()
-        self._hub.loop.run_callback(worker.switch, func, args)
+        # In a box the greenlet empties: greenlet keeps the arguments of a
+        # greenlet's first switch referenced for as long as it lives.
+        self._hub.loop.run_callback(worker.switch, [func, args])
 
-    def _work(self, func: Callable[..., Any], args: tuple) -> None:
+    def _work(self, box: list) -> None:
         me = getcurrent()
         hub = self._hub
         while True:
+            func, args = box
+            box.clear()
             try:
                 func(*args)
             except GreenletExit:
@@ -76,12 +80,14 @@ class GreenletPool:
                 if not self._busy:
                     self._empty.set()
                 self._semaphore.release()
+            func = args = None  # type: ignore[assignment]  # hold nothing while idle
+            box = None  # type: ignore[assignment]
             if me in self._doomed or len(self._idle) >= self.keep_idle:
                 self._doomed.discard(me)
                 return
             self._idle.append(me)
             try:
-                func, args = hub.switch()  # the next call, from spawn
+                box = hub.switch()  # the next call, from spawn
             except GreenletExit:  # killed while idle
                 self._doomed.discard(me)
                 if me in self._idle:

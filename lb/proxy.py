@@ -128,6 +128,7 @@ class _ClientConnection(Parking):
                 self._close()
 
     def _close(self) -> None:
+        self.stream.parser.release()
         self.proxy.tracker.set_busy(self.sock)
         self.proxy.stats.client_connections -= 1
         try:
@@ -413,6 +414,8 @@ class _ClientConnection(Parking):
         clean = done and out.error is None and upstream_keep and not parser.in_message
         if clean and not parser.dead:
             upstream.attachment = parser
+        else:
+            parser.release()
         return out, clean
 
 

@@ -21,7 +21,9 @@
 from __future__ import annotations
 
 import functools
+import gc
 import socket
+import weakref
 from typing import Any, Callable, Iterator
 
 import gevent
@@ -152,6 +154,26 @@ def test_finished_greenlet_runs_the_next_call(make_pool: Callable[..., GreenletP
     assert seen[0].parent is pool._hub
     assert not seen[0].dead
     assert pool._idle == [seen[0]]
+
+
+@bounded()
+def test_idle_greenlet_holds_nothing_of_its_last_call(
+        make_pool: Callable[..., GreenletPool]) -> None:
+    """A waiting greenlet must not keep its last call's arguments alive (a
+    server's would be a closed connection with its parser and buffers)."""
+
+    class Payload:
+        pass
+
+    pool = make_pool(2)
+    payload = Payload()
+    gone = weakref.ref(payload)
+    pool.spawn(lambda p: None, payload)
+    assert pool.join(2)
+    del payload
+    gc.collect()
+    assert len(pool._idle) == 1
+    assert gone() is None
 
 
 @bounded()

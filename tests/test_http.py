@@ -16,8 +16,10 @@
 # their reason, so fixing one shows up as a failure to clean up.
 from __future__ import annotations
 
+import gc
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -785,3 +787,34 @@ def test_property_response_parser(data: st.DataObject) -> None:
     assert len(only(events, Rejected)) <= 1
     for r in only(events, Rejected):
         assert r.error.status == 502
+
+
+@pytest.mark.parametrize("kind", ["request", "response"])
+def test_released_parser_is_freed_without_the_garbage_collector(kind: str) -> None:
+    """llhttp's parser refers back to ours; ``release`` breaks that cycle, so
+    a finished connection's parser goes by reference counting alone."""
+    if kind == "request":
+        parser: RequestParser | ResponseParser = RequestParser()
+        data = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    else:
+        parser = ResponseParser(b"GET")
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    assert parser.feed(data)[-1] == END
+    gc.disable()
+    try:
+        kept = weakref.ref(parser)
+        del parser
+        assert kept() is not None  # the cycle: reference counting cannot free it
+        gc.collect()
+        assert kept() is None
+        if kind == "request":
+            parser = RequestParser()
+        else:
+            parser = ResponseParser(b"GET")
+        parser.feed(data)
+        parser.release()
+        freed = weakref.ref(parser)
+        del parser
+        assert freed() is None
+    finally:
+        gc.enable()
