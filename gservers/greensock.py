@@ -35,7 +35,7 @@ class GreenSocket:
     """A connected stream socket for use from greenlets (not thread-safe)."""
 
     __slots__ = ("_sock", "_loop", "_hub", "_read", "_write", "_timer", "_timeout",
-                 "_deadline", "_armed_for", "_waiter", "family", "attachment", "_poll")
+                 "_deadline", "_armed_for", "_waiter", "family", "attachment", "_poll", "_reading")
 
     def __init__(self, sock: Any) -> None:
         """Wrap ``sock``: a raw ``_socket.socket`` (or a stdlib one), which
@@ -54,6 +54,7 @@ class GreenSocket:
         self._deadline = 0.0
         self._armed_for = 0.0          #: when the timer fires, if armed
         self._waiter: Any = None       #: the greenlet waiting on this socket
+        self._reading = False          #: whether it waits on the read watcher
         #: Free for the owner's use (the balancer keeps an upstream
         #: connection's response parser here, to parse its next response).
         self.attachment: Any = None
@@ -204,12 +205,32 @@ class GreenSocket:
                 self._arm(deadline, timeout)
         current = getcurrent()
         self._waiter = current
+        if watcher is self._read:
+            # The read watcher stays started between waits: stopping and
+            # starting it cost an epoll_ctl per wait (libev re-adds the
+            # descriptor, EEXIST), two per proxied request.
+            self._reading = True
+            if not watcher.active:
+                watcher.start(self._readable)
+            try:
+                self._hub.switch()
+            finally:
+                self._reading = False
+                self._waiter = None
+            return
         watcher.start(current.switch)
         try:
             self._hub.switch()
         finally:
             watcher.stop()
             self._waiter = None
+
+    def _readable(self) -> None:
+        """In the hub: the descriptor is readable (or at EOF)."""
+        if self._reading:
+            self._waiter.switch()
+        else:  # nobody reads now: stop, or it would fire on every loop pass
+            self._read.stop()
 
     def _arm(self, deadline: float, delay: float) -> None:
         # A libev timer's delay is fixed when it is made; re-arming is rare
