@@ -1,35 +1,36 @@
 # gservers/http.py -- HTTP/1.1 framing shared by the backends and the balancer.
 #
 # Strategy: no sockets here.  Bytes go in through ``feed()``, events come out
-# (a message head, body data, end of message) and writers return bytes.  The
+# (a message head, body data, end of message: gservers/messages.py) and
+# writers return bytes (gservers/writers.py); this module re-exports both,
+# so it is the one place the servers import framing from.  The
 # tokenising is done by httptools (llhttp, the parser behind Node.js): it is
 # strict by default (RFC 9112: CRLF only, no obs-fold, no CL+TE, no duplicate
 # Content-Length, no bad chunk sizes) and, measured with
 # ``scripts/bench_parser.py`` on this 2-core machine, our whole parse of ab's
 # request head (llhttp plus the checks below) takes ≈5 µs against ≈20 µs for
-# h11, the pure-Python alternative: ~4x, and ~4x on a browser's head too.  What llhttp leaves to us
-# we check here, once, when a head completes: the size limits (414, 431), the
-# versions we speak (505), the transfer codings we implement (501), and Host
-# on HTTP/1.1 (400).  Every error carries the status a server should answer
+# h11, the pure-Python alternative: ~4x, and ~4x on a browser's head too.
+# What llhttp leaves to us we check here, once, when a head completes: the
+# size limits (414, 431), the versions we speak (505), the transfer codings
+# we implement (501), and Host on HTTP/1.1 (400).  Every error carries the status a server should answer
 # with; after an error the parser is dead and the connection must close.
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
-from typing import Any, Iterable, NamedTuple, Union
+from typing import Any
 
 import httptools
 
-Headers = tuple[tuple[bytes, bytes], ...]
+from gservers.messages import (END, HOP_BY_HOP, Data, End, Event, Head, Headers, HttpError,
+                               Limits, Rejected)
+from gservers.writers import (LAST_CHUNK, chunk, has_body, http_date, request_head,
+                              response_head, status_line)
 
-#: Headers that describe one hop, never forwarded by a proxy (RFC 9110 7.6.1).
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-    b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization",
-})
+__all__ = [  # the framing's whole API, from here or from the two modules above
+    "END", "HOP_BY_HOP", "LAST_CHUNK", "Data", "End", "Event", "Head", "Headers", "HttpError",
+    "Limits", "Rejected", "RequestParser", "ResponseParser", "chunk", "has_body", "http_date",
+    "request_head", "response_head", "status_line",
+]
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 #: Headers the parser takes note of as they go by.
@@ -37,81 +38,6 @@ _NOTED = _FRAMING | {b"host", b"connection"}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?: |\Z)")
 # Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2); empty is allowed.
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z")
-
-
-class HttpError(Exception):
-    """A protocol error, carrying the status a server should answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one message head may hold."""
-
-    max_target: int = 8192        #: request-target bytes before 414
-    max_head: int = 32768         #: request line + header section bytes before 431
-    max_headers: int = 100        #: header fields before 431
-
-
-class Head(NamedTuple):
-    """A request or response head.  ``method`` is empty for responses,
-    ``status`` is 0 for requests.  (A named tuple: immutable like the other
-    events, and made several times faster than a frozen dataclass, which
-    counts at two heads per proxied request.)"""
-
-    method: bytes
-    target: bytes
-    status: int
-    version: str
-    headers: Headers
-    keep_alive: bool
-    chunked: bool
-    content_length: int | None
-    #: The Connection header's tokens, lower-cased (gathered while parsing,
-    #: since a proxy needs them for every message).
-    connection: tuple[bytes, ...] = ()
-
-    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
-        """The first value of header ``name`` (lower-case), or ``default``."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return default
-
-    def tokens(self, name: bytes) -> list[bytes]:
-        """Comma-separated, lower-cased tokens of every ``name`` header."""
-        out: list[bytes] = []
-        for key, value in self.headers:
-            if key.lower() == name:
-                out.extend(t.strip().lower() for t in value.split(b",") if t.strip())
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Data:
-    """A piece of a message body, with any transfer coding removed."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class End:
-    """The end of a message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """The stream is malformed; answer ``error.status`` and close."""
-
-    error: HttpError
-
-
-Event = Union[Head, Data, End, Rejected]
-END = End()
 
 
 def _classify(exc: Exception, message_start: bytes) -> HttpError:
@@ -443,56 +369,3 @@ class ResponseParser(_Parser):
 class _HeadOnly(HttpError):
     def __init__(self) -> None:
         super().__init__(0, "head only")
-
-
-# -- writers ---------------------------------------------------------------
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def http_date() -> bytes:
-    """The current time as an IMF-fixdate, computed at most once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode("ascii"))
-    return _date_cache[1]
-
-
-_STATUS_LINES = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
-}
-
-
-def status_line(status: int) -> bytes:
-    """``HTTP/1.1 <status> <reason>\\r\\n``."""
-    return _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
-
-
-def response_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Serialise a response head (status line, headers, blank line)."""
-    parts = [status_line(status)]
-    parts.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def request_head(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Serialise an HTTP/1.1 request head."""
-    parts = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-    parts.extend(b"%s: %s\r\n" % (k, v) for k, v in headers)
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (never call with empty data)."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def has_body(method: bytes, status: int) -> bool:
-    """Whether a response to ``method`` with ``status`` carries a body."""
-    return method != b"HEAD" and status not in (204, 304) and not 100 <= status < 200

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from gservers.app import Response, error_response
 from gservers.connection import (ClientStream, Draining, RequestTimeout, StillIdle, Tracker,
@@ -25,6 +25,7 @@ from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Limits, Rejec
                            RequestParser, ResponseParser, chunk)
 
 from lb.backends import Backends, BackendState, RetryBudget
+from lb.bodies import ClientGone, RequestBody
 from lb.config import LBConfig
 from lb.parking import PARK_AFTER, Parking
 from lb.rewrite import client_response, upstream_request
@@ -65,10 +66,6 @@ class Outcome:
     upstream_time: float = 0.0
 
 
-class _ClientGone(Exception):
-    pass
-
-
 class Proxy:
     """Shared state of one worker's proxy: config, backends, stats, log.
 
@@ -102,7 +99,7 @@ class Proxy:
             conn.unpark_and_close()
 
 
-class _ClientConnection(Parking):
+class _ClientConnection(Parking, RequestBody):
     def __init__(self, proxy: Proxy, sock: Any, address: Any) -> None:
         self.proxy = proxy
         self.config = proxy.config
@@ -121,7 +118,7 @@ class _ClientConnection(Parking):
         parked = False
         try:
             parked = self._loop()
-        except (OSError, _ClientGone):
+        except (OSError, ClientGone):
             pass
         finally:
             if not parked:
@@ -224,49 +221,6 @@ class _ClientConnection(Parking):
         self.proxy.stats.count(error.status)
         self._log(head, error.status, len(response.body), backend, 0.0, started)
         return keep
-
-    def _read_body(self, head: Head) -> bytes | None:
-        """The whole body if it fits the buffer, else None (stream it later).
-
-        Raises RequestTimeout, or HttpError for a malformed body."""
-        limit = self.config.max_body_buffer
-        if head.content_length is not None and head.content_length > limit:
-            return None
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            event = self.stream.next()
-            if event is None:
-                raise _ClientGone()
-            if isinstance(event, End):
-                return b"".join(parts)
-            if isinstance(event, Rejected):
-                raise event.error
-            assert isinstance(event, Data)
-            parts.append(event.data)
-            size += len(event.data)
-            if size > limit:  # a chunked body too large to keep: stream the rest
-                self._prefix = parts
-                return None
-
-    def _body_pieces(self, head: Head) -> Iterator[bytes]:
-        """Stream the rest of a large body, framed for the backend."""
-        rechunk = head.chunked
-        for data in self._prefix:
-            yield chunk(data) if rechunk else data
-        self._prefix = []
-        while True:
-            event = self.stream.next()
-            if event is None:
-                raise _ClientGone()
-            if isinstance(event, End):
-                if rechunk:
-                    yield LAST_CHUNK
-                return
-            if isinstance(event, Rejected):
-                raise event.error
-            assert isinstance(event, Data)
-            yield chunk(event.data) if rechunk else event.data
 
     def _log(self, head: Head, status: int, size: int, backend: str, upstream: float,
              started: float | None) -> None:
@@ -404,7 +358,7 @@ class _ClientConnection(Parking):
                         nodelay = True
                     sock.sendall(payload)
                 except OSError:
-                    raise _ClientGone() from None
+                    raise ClientGone() from None
                 out.sent += len(payload)
             if not data and not done:
                 break
