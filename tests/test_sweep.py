@@ -14,8 +14,6 @@ from pathlib import Path
 from tests.support import ROOT, wait_port_closed, free_ports
 
 
-
-
 def sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[int]]:
     ports = free_ports(7)
     argv = [sys.executable, "-m", "loadtests", "--requests", "200", "--levels", "1,50",
@@ -35,7 +33,10 @@ def test_small_sweep_all_models(tmp_path: Path) -> None:
     for c in cells:
         assert c["valid"] and c["complete"] == 200 and c["failed"] == 0 and c["non_2xx"] == 0
         assert c["total_transferred"] == 200 * c["expected_size"]
-        assert c["server_cpu"] > 0
+        assert c["server_cpu"] >= 0
+    # /proc counts CPU in 10 ms ticks, which 200 fast requests may not fill:
+    # a cell may read 0, the sweep as a whole cannot.
+    assert sum(c["server_cpu"] for c in cells) > 0
     assert "Asynchronous+LB" in proc.stdout and "6 of 6 cells valid" in proc.stdout
     for name in ("results.md", "results.csv", "rps.png", "latency.png", "failures.png"):
         assert (tmp_path / name).stat().st_size > 0
