@@ -43,7 +43,8 @@ class BackendState:
         self.weight = where.weight
         family, sockaddr = resolve(where)
         self.pool = UpstreamPool(family, sockaddr, config.pool_size, config.pool_idle_timeout,
-                                 config.connect_timeout)
+                                 config.connect_timeout, config.max_per_backend,
+                                 config.response_timeout)
         self.in_flight = 0
         self.healthy = True
         self.ejected_until = 0.0

@@ -111,6 +111,9 @@ class LBConfig:
                                        parse=seconds, metavar="SECONDS")
     pool_size: int = setting(256, "idle keep-alive connections kept per backend",
                              parse=non_negative_int, metavar="N")
+    max_per_backend: int = setting(64, "requests in flight to one backend at once; more "
+                                   "wait for one to finish, up to --response-timeout "
+                                   "(0: no limit)", parse=non_negative_int, metavar="N")
     pool_idle_timeout: float = setting(10.0, "seconds an idle backend connection is kept "
                                        "(keep it below the backends' keep-alive timeout)",
                                        parse=seconds, metavar="SECONDS")

@@ -29,7 +29,7 @@ from lb.bodies import ClientGone, RequestBody
 from lb.config import LBConfig
 from lb.parking import PARK_AFTER, Parking
 from lb.rewrite import client_response, upstream_request
-from lb.upstream import ConnectError
+from lb.upstream import Busy, ConnectError
 
 SERVER = b"gservers-lb/0.1"
 #: Seconds a new connection that has sent nothing yet waits in its greenlet
@@ -240,6 +240,8 @@ class _ClientConnection(Parking, RequestBody):
         backends = self.proxy.backends
         try:
             upstream, reused = backend.pool.acquire()
+        except Busy:  # not the backend's fault: no failure counted
+            return Outcome(retry=body is not None, error=HttpError(503, "backend busy"))
         except ConnectError as exc:
             backends.failed(backend, f"connect: {exc}")
             return Outcome(retry=body is not None, error=HttpError(502, "backend unreachable"))
@@ -254,7 +256,7 @@ class _ClientConnection(Parking, RequestBody):
             if clean:
                 backend.pool.release(upstream)
             else:
-                upstream.close()
+                backend.pool.discard(upstream)
 
     def _exchange(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
                   body: bytes | None) -> tuple[Outcome, bool]:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -564,6 +565,49 @@ def test_large_response_is_streamed(streaming: Rig) -> None:
         assert c.request(get("/after")).status == 200  # and the connection is reusable
     peak = peak_rss_kib(streaming.lb.server.pid)
     assert peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
+
+
+def concurrency_probe(delay: float) -> tuple[Any, dict[str, int]]:
+    """A responder that answers after ``delay`` seconds and counts how many
+    requests it holds at once (``seen["max"]``)."""
+    lock = threading.Lock()
+    seen = {"now": 0, "max": 0}
+
+    def respond(req: Request) -> Scripted:
+        with lock:
+            seen["now"] += 1
+            seen["max"] = max(seen["max"], seen["now"])
+        time.sleep(delay)
+        with lock:
+            seen["now"] -= 1
+        return fixed(b"slow")(req)
+    return respond, seen
+
+
+@pytest.mark.parametrize("limit", [2, 0])
+def test_max_per_backend_queues_the_rest(limit: int) -> None:
+    """--max-per-backend 2: six concurrent requests all succeed, and the
+    backend never holds more than two at once; with no limit it holds more."""
+    rig = make_rig("--max-per-backend", str(limit))
+    try:
+        rig.origin.responder, seen = concurrency_probe(0.3)
+        statuses: list[int] = []
+
+        def one() -> None:
+            with Client(rig.lb.port) as c:
+                statuses.append(c.request(get("/slow")).status)
+        workers = [threading.Thread(target=one) for _ in range(6)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(10)
+        assert statuses == [200] * 6
+        if limit:
+            assert seen["max"] <= limit, seen
+        else:
+            assert seen["max"] > 2, seen
+    finally:
+        end_rig(rig)
 
 
 def read_response_body(c: "Client", total: int, pause_at: int = -1, pause: float = 0.0) -> int:
