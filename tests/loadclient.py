@@ -126,8 +126,12 @@ class LoadClient:
 
     def __init__(self, port: int, threads: int = 20, path: str = "/page.html",
                  keep_alive: bool = True, max_per_thread: int = 5000,
-                 timeout: float = 15.0, stop_on_connect_failure: bool = False) -> None:
+                 timeout: float = 15.0, stop_on_connect_failure: bool = False,
+                 pace: float = 0.0) -> None:
         self.port = port
+        #: Seconds each thread pauses before each request, so that a load
+        #: can span the phases of a test without piling up requests or CPU.
+        self.pace = pace
         self.threads = threads
         self.path = path
         self.keep_alive = keep_alive
@@ -206,6 +210,8 @@ class LoadClient:
                         time.sleep(0.05)
                         continue
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.pace:
+                    time.sleep(self.pace)
                 outcome = self._one(sock, index, conn, seq, target)
                 sent += 1
                 seq += 1

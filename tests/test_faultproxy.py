@@ -296,27 +296,14 @@ def test_reset_gets_are_retried_on_another_backend(make_rig: Callable[..., Rig],
 
 # -- latency beyond the response timeout -----------------------------------------------
 
-class PacedLoad(LoadClient):
-    """A LoadClient whose threads pause ``pace`` seconds before each request
-    (a load that spans phases without piling up requests or CPU)."""
-
-    def __init__(self, *args: object, pace: float = 0.005, **options: object) -> None:
-        super().__init__(*args, **options)  # type: ignore[arg-type]
-        self.pace = pace
-
-    def _one(self, sock: socket.socket, index: int, conn: int, seq: int,
-             target: str) -> loadclient.Outcome:
-        time.sleep(self.pace)
-        return super()._one(sock, index, conn, seq, target)
-
-
 def fault_then_recover(rig: Rig, i: int, mode: str, threads: int = 3) -> tuple[LoadClient, int]:
     """Load while backend ``i`` is in ``mode`` until it is out of rotation,
     then back to pass until it is used again.  Returns the client and the
     number of requests finished when the fault ended."""
     proxy = rig.proxies[i]
     # Stopped once recovered; the cap is only a bound should that never come.
-    client = PacedLoad(rig.lb.port, threads=threads, max_per_thread=20000, timeout=HANG)
+    client = LoadClient(rig.lb.port, threads=threads, max_per_thread=20000, timeout=HANG,
+                        pace=0.005)
     proxy.mode = mode
     client.start()
     try:

@@ -181,16 +181,21 @@ class Load:
             if outcome.startswith("BAD"):
                 self.bad.append(f"{outcome}: {detail}")
 
+    def connect(self) -> socket.socket | None:
+        """A new connection; None (recorded) once the listener is gone."""
+        try:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Refused, or reset mid-handshake by the listener closing.
+            self.record("refused")
+        except OSError as exc:
+            self.record("BAD connect", repr(exc))
+        return None
+
     def fresh_worker(self) -> None:
         while not self.done.is_set():
-            try:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
-            except (ConnectionRefusedError, ConnectionResetError):
-                # Refused, or reset mid-handshake by the listener closing.
-                self.record("refused")
-                return
-            except OSError as exc:
-                self.record("BAD connect", repr(exc))
+            sock = self.connect()
+            if sock is None:
                 return
             received = b""
             try:
@@ -219,13 +224,8 @@ class Load:
         buf = b""
         while not self.done.is_set():
             if sock is None:
-                try:
-                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=HANG)
-                except (ConnectionRefusedError, ConnectionResetError):
-                    self.record("refused")
-                    return
-                except OSError as exc:
-                    self.record("BAD connect", repr(exc))
+                sock = self.connect()
+                if sock is None:
                     return
                 buf = b""
             try:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -203,20 +202,6 @@ def start_lb_over(hosts: list[Host], *args: str) -> Balancer:
     return Balancer(server, int(m.group(1)))
 
 
-class PacedLoad(LoadClient):
-    """A LoadClient whose threads pause ``pace`` s before each request, so
-    that it spans every phase without piling up requests or CPU."""
-
-    def __init__(self, *args: object, pace: float = 0.005, **options: object) -> None:
-        super().__init__(*args, **options)  # type: ignore[arg-type]
-        self.pace = pace
-
-    def _one(self, sock: socket.socket, index: int, conn: int, seq: int,
-             target: str) -> loadclient.Outcome:
-        time.sleep(self.pace)
-        return super()._one(sock, index, conn, seq, target)
-
-
 
 
 ACCESS_RE = re.compile(r"^\S+ GET (\S+) (\d+) \d+ (\S+) ")
@@ -233,7 +218,8 @@ def test_cut_link_ejects_the_host_and_it_comes_back(hosts: Callable[[int], list[
         state = lambda h: {s["name"]: s for s in lb.stats()["backends"]}[h.name]  # noqa: E731
         assert wait_until(lambda: state(a)["state"] == state(b)["state"] == "up")
         # Stopped at the end; the cap only bounds it should a phase never end.
-        client = PacedLoad(lb.port, threads=THREADS, max_per_thread=20000, timeout=HANG).start()
+        client = LoadClient(lb.port, threads=THREADS, max_per_thread=20000, timeout=HANG,
+                            pace=0.005).start()
         try:
             assert client.wait_for(300, timeout=60)
             assert state(b)["requests"] > 0
