@@ -239,7 +239,7 @@ class _ClientConnection(Parking, RequestBody):
     def _attempt(self, backend: BackendState, head: Head, body: bytes | None) -> Outcome:
         backends = self.proxy.backends
         try:
-            upstream, reused = backend.pool.acquire()
+            upstream, _ = backend.pool.acquire()
         except Busy:  # not the backend's fault: no failure counted
             return Outcome(retry=body is not None, error=HttpError(503, "backend busy"))
         except ConnectError as exc:
@@ -249,7 +249,7 @@ class _ClientConnection(Parking, RequestBody):
         backend.requests += 1
         clean = False
         try:
-            outcome, clean = self._exchange(upstream, reused, backend, head, body)
+            outcome, clean = self._exchange(upstream, backend, head, body)
             return outcome
         finally:
             backend.in_flight -= 1
@@ -258,7 +258,7 @@ class _ClientConnection(Parking, RequestBody):
             else:
                 backend.pool.discard(upstream)
 
-    def _exchange(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
+    def _exchange(self, upstream: Any, backend: BackendState, head: Head,
                   body: bytes | None) -> tuple[Outcome, bool]:
         config, backends = self.config, self.proxy.backends
         if body is not None:  # buffered: state its length (none for a bodiless request)
@@ -285,18 +285,32 @@ class _ClientConnection(Parking, RequestBody):
         except OSError:  # TimeoutError included
             backends.failed(backend, "send")
             return Outcome(retry=body is not None, error=HttpError(502, "backend failed")), False
-        return self._relay(upstream, reused, backend, head, body is not None, began)
+        return self._relay(upstream, backend, head, body is not None, began)
 
-    def _relay(self, upstream: Any, reused: bool, backend: BackendState, head: Head,
+    def _relay(self, upstream: Any, backend: BackendState, head: Head,
                replayable: bool, began: float) -> tuple[Outcome, bool]:
-        """Read the backend's response and pass it on to the client."""
-        backends = self.proxy.backends
+        """Read the backend's response and pass it on to the client.  The
+        connection keeps its parser for the next response if this one ended
+        cleanly; otherwise the parser is released, whatever way it ended."""
         parser = upstream.attachment
         if parser is None:
             parser = ResponseParser(head.method)
         else:  # the connection's last response ended cleanly: go on with its parser
             parser.expect(head.method)
             upstream.attachment = None
+        clean = False
+        try:
+            out, clean = self._pump(parser, upstream, backend, head, replayable, began)
+            return out, clean
+        finally:
+            if clean and not parser.dead:
+                upstream.attachment = parser
+            else:
+                parser.release()
+
+    def _pump(self, parser: ResponseParser, upstream: Any, backend: BackendState, head: Head,
+              replayable: bool, began: float) -> tuple[Outcome, bool]:
+        backends = self.proxy.backends
         out = Outcome()
         client_11 = head.version == "1.1"
         rechunk = False
@@ -372,10 +386,6 @@ class _ClientConnection(Parking, RequestBody):
             backends.succeeded(backend, out.upstream_time)
         out.client_keep_alive = keep and out.error is None
         clean = done and out.error is None and upstream_keep and not parser.in_message
-        if clean and not parser.dead:
-            upstream.attachment = parser
-        else:
-            parser.release()
         return out, clean
 
 
