@@ -17,16 +17,20 @@ setup(
         "gevent>=24.2",
         "greenlet>=3.0",
         "httptools>=0.6.4",
-        "locust>=2.30",
-        "matplotlib>=3.8",
         "prometheus_client>=0.20",
+        "psutil>=5.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "h11>=0.14"],
+        # The sweeps, the benchmark and their plots (python -m loadtests, locust -f ...).
+        "loadtest": ["locust>=2.30", "matplotlib>=3.8"],
+        # The test suite and its lint step (scripts/test installs both extras).
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "h11>=0.14",
+                 "ruff>=0.6"],
     },
     entry_points={
         "console_scripts": [
             "gservers-backend=gservers.backend.__main__:main",
+            "gservers-lb=lb.__main__:main",
         ],
     },
 )

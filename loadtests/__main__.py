@@ -2,7 +2,7 @@
 #
 # Strategy: the entry module only parses arguments and sequences the work:
 # start the topology (four async backends, a thread backend, the balancer),
-# run each (tool, model, level) cell, judge it, write results/ and print the
+# run each (tool, model, level) cell, judge it, write results/latest/ and print the
 # table.  The figures come from loadtests.ab and the locustfile; the files
 # and plots from loadtests.report.  Every server is stopped on the way out,
 # on success, error or Ctrl-C alike; any invalid cell makes the exit code 1.
@@ -91,8 +91,10 @@ def parser() -> ArgumentParser:
                    help=f"port of the balancer's admin listener (default: {ADMIN_PORT})")
     p.add_argument("--lb-workers", type=_positive, default=1,
                    help="balancer worker processes (default: 1, as in the original experiment)")
-    p.add_argument("--out", default="results",
-                   help="directory for results.md/.csv/.json and the plots (default: results)")
+    p.add_argument("--out", default=os.path.join("results", "latest"),
+                   help="directory for results.md/.csv/.json, the plots and the servers' logs "
+                        "(default: results/latest, not tracked by git; the committed reference "
+                        "run is results/reference)")
     return p
 
 

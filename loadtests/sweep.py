@@ -60,7 +60,8 @@ def _add_arguments(parser: Any) -> None:
                        help="expected body size (default: the first 2xx's Content-Length)")
     group.add_argument("--sweep-model", default="lb", choices=sorted(MODELS),
                        help="server model named in the cells")
-    group.add_argument("--sweep-out", default="results/locust-cells.json", help="JSON output")
+    group.add_argument("--sweep-out", default="results/latest/locust-cells.json",
+                       help="JSON output (default: %(default)s)")
 
 
 class Share:

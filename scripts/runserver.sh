@@ -9,8 +9,9 @@
 #   EXTRA_ARGS="--log-level warning" scripts/runserver.sh
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+. "$(dirname "$0")/env.sh"
+gs_python ""
+cd "$GS_ROOT"
 RUN_DIR=${RUN_DIR:-run}
 MODEL=${MODEL:-async}
 ports=("$@")
@@ -30,7 +31,7 @@ for port in "${ports[@]}"; do
     status=2; continue
   fi
   # shellcheck disable=SC2086
-  "$PYTHON" -m gservers.backend --model "$MODEL" ${EXTRA_ARGS:-} "$port" >"$logfile" 2>&1 &
+  "$PY" -m gservers.backend --model "$MODEL" ${EXTRA_ARGS:-} "$port" >"$logfile" 2>&1 &
   pid=$!
   # Wait for the listening line, or for the process to give up (busy port...).
   for _ in $(seq 1 100); do

@@ -259,7 +259,7 @@ def test_ratios_table_and_report() -> None:
 
 def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:
     ports = free_ports(6)
-    argv = [sys.executable, str(ROOT / "scripts" / "benchmark"), "--quick", "--only",
+    argv = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--only",
             "gservers", "--no-install", "--requests", "300", "--wrk-duration", "1",
             "--levels", "1,10", "--seed-requests", "100", "--idle-connections", "200",
             "--pause", "0.05", "--backend-ports", ",".join(map(str, ports[:4])),

@@ -15,7 +15,7 @@ from loadtests import ab
 from loadtests.topology import Topology
 from tests.support import ROOT, free_ports, wait_port_closed
 
-SCRIPT = str(ROOT / "scripts" / "bench_floor")
+SCRIPT = str(ROOT / "scripts" / "bench_floor.py")
 
 
 def test_tiny_run_is_valid_and_stops_its_servers() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import ROOT
 
-SCRIPT = ROOT / "scripts" / "reliability"
+SCRIPT = ROOT / "scripts" / "reliability.py"
 HEADER = ("| scenario | requests sent | failed | lost | status codes seen | recovery (s) "
           "| verdict |")
 CODES = re.compile(r"^[\w-]+×\d+( [\w-]+×\d+)*$")
