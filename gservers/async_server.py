@@ -12,10 +12,11 @@ import errno
 import gc
 import logging
 import os
-import time
 import signal
+import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 from gevent import socket as gsocket

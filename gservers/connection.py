@@ -15,12 +15,22 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gservers.app import App, Response, error_response
 from gservers.config import BackendConfig
-from gservers.http import (Data, End, Event, Head, HttpError, Rejected, RequestParser, http_date,
-                           status_line)
+from gservers.http import (
+    Data,
+    End,
+    Event,
+    Head,
+    HttpError,
+    Rejected,
+    RequestParser,
+    http_date,
+    status_line,
+)
 
 SERVER = b"gservers/0.1"
 RECV_SIZE = 65536
@@ -239,7 +249,7 @@ class ClientStream:
                     data = self.sock.recv(RECV_SIZE)
                 else:
                     data = self._recv_later(RECV_SIZE)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 if parser.in_message:
                     raise RequestTimeout() from None
                 if timeout != self.keepalive_timeout:

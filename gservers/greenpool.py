@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
-
-from greenlet import GreenletExit, getcurrent, greenlet
+from collections.abc import Callable
+from typing import Any
 
 from gevent import get_hub
 from gevent.event import Event
 from gevent.lock import BoundedSemaphore
+from greenlet import GreenletExit, getcurrent, greenlet
 
 #: Idle greenlets kept for reuse; beyond this a finished one exits.
 KEEP_IDLE = 512

@@ -24,9 +24,8 @@ import select
 import socket
 from typing import Any
 
-from greenlet import getcurrent
-
 from gevent import get_hub
+from greenlet import getcurrent
 
 _EAGAIN = (BlockingIOError, InterruptedError)
 
@@ -62,7 +61,7 @@ class GreenSocket:
 
     @classmethod
     def connect(cls, family: int, sockaddr: tuple, timeout: float | None,
-                reuse_addr: bool = False) -> "GreenSocket":
+                reuse_addr: bool = False) -> GreenSocket:
         """A new connection to ``sockaddr``; raises OSError or TimeoutError."""
         raw = _socket.socket(family, _socket.SOCK_STREAM)
         if reuse_addr:

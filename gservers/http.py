@@ -21,10 +21,27 @@ from typing import Any
 
 import httptools
 
-from gservers.messages import (END, HOP_BY_HOP, Data, End, Event, Head, Headers, HttpError,
-                               Limits, Rejected)
-from gservers.writers import (LAST_CHUNK, chunk, has_body, http_date, request_head,
-                              response_head, status_line)
+from gservers.messages import (
+    END,
+    HOP_BY_HOP,
+    Data,
+    End,
+    Event,
+    Head,
+    Headers,
+    HttpError,
+    Limits,
+    Rejected,
+)
+from gservers.writers import (
+    LAST_CHUNK,
+    chunk,
+    has_body,
+    http_date,
+    request_head,
+    response_head,
+    status_line,
+)
 
 __all__ = [  # the framing's whole API, from here or from the two modules above
     "END", "HOP_BY_HOP", "LAST_CHUNK", "Data", "End", "Event", "Head", "Headers", "HttpError",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
-from typing import Any, Callable, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 

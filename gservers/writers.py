@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Iterable
 
 _date_cache: tuple[int, bytes] = (0, b"")
 

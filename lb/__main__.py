@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from gservers.netutil import ListenError, raise_nofile_limit
 from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
-
 from lb.config import Address, LBConfig
 
 PROG = "python -m lb"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, generate_latest

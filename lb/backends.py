@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from lb.config import Address, LBConfig
 from lb.policies import Policy, make

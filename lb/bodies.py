@@ -9,7 +9,8 @@
 # a malformed body).  The proxy's connection class mixes this in.
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from gservers.http import LAST_CHUNK, Data, End, Head, Rejected, chunk
 

@@ -11,9 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gservers.settings import (LOG_LEVELS, choice, fraction, non_negative_int, positive_int,
-                               seconds, setting)
-
+from gservers.settings import (
+    LOG_LEVELS,
+    choice,
+    fraction,
+    non_negative_int,
+    positive_int,
+    seconds,
+    setting,
+)
 from lb.policies import POLICIES
 
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")

@@ -11,8 +11,7 @@
 from __future__ import annotations
 
 import logging
-import socket
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.pool import Group
@@ -45,7 +44,7 @@ def check_once(state: BackendState, path: str, timeout: float) -> bool:
             finally:
                 sock.close()
         return False  # the timeout fired
-    except (ConnectError, OSError, socket.timeout):
+    except (TimeoutError, ConnectError, OSError):
         return False
 
 

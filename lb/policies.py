@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import random
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 
 class Candidate(Protocol):

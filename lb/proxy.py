@@ -19,11 +19,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from gservers.app import Response, error_response
-from gservers.connection import (ClientStream, Draining, RequestTimeout, StillIdle, Tracker,
-                                 close_gently, reject, send_response, set_nodelay)
-from gservers.http import (LAST_CHUNK, Data, End, Head, HttpError, Limits, Rejected,
-                           RequestParser, ResponseParser, chunk)
-
+from gservers.connection import (
+    ClientStream,
+    Draining,
+    RequestTimeout,
+    StillIdle,
+    Tracker,
+    close_gently,
+    reject,
+    send_response,
+    set_nodelay,
+)
+from gservers.http import (
+    LAST_CHUNK,
+    Data,
+    End,
+    Head,
+    HttpError,
+    Limits,
+    Rejected,
+    RequestParser,
+    ResponseParser,
+    chunk,
+)
 from lb.backends import Backends, BackendState, RetryBudget
 from lb.bodies import ClientGone, RequestBody
 from lb.config import LBConfig
@@ -89,7 +107,7 @@ class Proxy:
         self.stats = Stats()
         self.budget = RetryBudget(config.retry_budget)
         self.access_log = access_log
-        self.parked: dict[Any, "_ClientConnection"] = {}  #: socket -> its connection
+        self.parked: dict[Any, _ClientConnection] = {}  #: socket -> its connection
         #: The server's greenlet pool; a parked connection holds one of its
         #: slots, so --max-connections still bounds active + parked ones.
         self.pool: Any = None

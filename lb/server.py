@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import gevent
 from gevent import socket as gsocket
@@ -25,7 +26,6 @@ from gservers.connection import IDLE_LINGER
 from gservers.greenpool import GreenletPool
 from gservers.netutil import bind, bound_port
 from gservers.settings import ConfigError
-
 from lb.admin import serve_admin, snapshot
 from lb.backends import Backends
 from lb.config import LBConfig

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 #: The balancers compared, in report order.
 BALANCERS = ("gservers", "haproxy", "nginx")

@@ -64,7 +64,7 @@ class Cell:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Cell":
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 

@@ -12,7 +12,8 @@ import csv
 import json
 import os
 import statistics
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from loadtests import seed
 from loadtests.cell import MODELS, Cell

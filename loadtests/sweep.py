@@ -26,7 +26,8 @@ import resource
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gevent.event import Event
 from locust import LoadTestShape, __version__, constant, events, task

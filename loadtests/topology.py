@@ -161,7 +161,7 @@ class Topology:
                 proc.popen.wait(5)
         self.procs.clear()
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tests import loadclient  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
 from tests.loadclient import LoadClient, Outcome  # noqa: E402
-from tests.support import (Balancer, Server, exchange, parse_responses, start,  # noqa: E402
-                           start_lb)
+from tests.support import Balancer, Server, exchange, parse_responses, start, start_lb  # noqa: E402
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0          #: hang protection for one request (never a performance bound)
@@ -62,7 +62,7 @@ class Stack:
         self.tmp = tempfile.TemporaryDirectory(prefix="gsv-reliability-")
         self.dir = Path(self.tmp.name)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -83,7 +83,7 @@ class Stack:
         self.proxies.append(proxy)
         return proxy
 
-    def load(self, port: int, **options: Any) -> "Load":
+    def load(self, port: int, **options: Any) -> Load:
         client = Load(port, **options)
         self.loads.append(client)
         return client.start()

@@ -20,8 +20,8 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 #: A request head that never ends: this prefix, then one more "a" per tick.
 SLOW_PREFIX = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nX-Slow: "

@@ -96,7 +96,7 @@ def _rst_close(sock: socket.socket) -> None:
 class _Conn:
     """One proxied connection and the state of its current response."""
 
-    def __init__(self, proxy: "FaultProxy", client: socket.socket) -> None:
+    def __init__(self, proxy: FaultProxy, client: socket.socket) -> None:
         self.proxy = proxy
         self.client = client
         self.upstream: socket.socket | None = None
@@ -265,7 +265,7 @@ class _Conn:
                     upstream.settimeout(left)
                 try:
                     data = upstream.recv(RECV_SIZE)
-                except socket.timeout:
+                except TimeoutError:
                     break  # the hold is over
                 except OSError:
                     data = b""
@@ -371,7 +371,7 @@ class FaultProxy:
         self._mode = value
 
     # -- life -------------------------------------------------------------------
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
                                           name=f"faultproxy-{self.port}")
         self._acceptor.start()
@@ -394,7 +394,7 @@ class FaultProxy:
         except OSError:
             pass
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start() if self._acceptor is None else self
 
     def __exit__(self, *exc: Any) -> None:
@@ -449,7 +449,7 @@ class FaultProxy:
         while not self._stop.is_set():
             try:
                 client, _ = self._listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 if self._stop.is_set():

@@ -144,7 +144,7 @@ class LoadClient:
         self._workers: list[threading.Thread] = []
 
     # -- control --------------------------------------------------------------
-    def start(self) -> "LoadClient":
+    def start(self) -> LoadClient:
         for index in range(self.threads):
             t = threading.Thread(target=self._run, args=(index,), daemon=True,
                                  name=f"load-{index}")
@@ -238,7 +238,7 @@ class LoadClient:
         except _Cut as cut:
             kind = CLOSED_BEFORE_RESPONSE if cut.got == 0 else TRUNCATED
             return Outcome(index, conn, seq, target, kind, error=f"{cut} after {cut.got}B")
-        except socket.timeout:
+        except TimeoutError:
             return Outcome(index, conn, seq, target, TIMEOUT, error="timeout")
         except (ValueError, OSError) as exc:
             return Outcome(index, conn, seq, target, MALFORMED, error=repr(exc))

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
@@ -130,7 +130,7 @@ def send_and_read(port: int, data: bytes, timeout: float = 10.0,
         while True:
             try:
                 block = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return b"".join(chunks), False
             except ConnectionResetError:
                 return b"".join(chunks), True
@@ -166,7 +166,7 @@ def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
     while True:
         try:
             data = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             break
         if not data:
             break

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (ROOT, Server, exchange, run_cli, start, start_backend,
-                           wait_port_closed)
+from tests.support import ROOT, Server, exchange, run_cli, start, start_backend, wait_port_closed
 
 MODULE = "gservers.backend"
 MODELS = ("async", "thread")

@@ -19,7 +19,7 @@ import pytest
 
 from loadtests import bench
 from loadtests.bench import IdleResult, Run
-from tests.support import ROOT, wait_port_closed, free_ports
+from tests.support import ROOT, free_ports, wait_port_closed
 
 WRK_OK = """\
 Running 2s test @ http://127.0.0.1:62090/page.html

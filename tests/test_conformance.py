@@ -24,8 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import (ROOT, Reply, Server, connect, exchange, parse_responses, read_all,
-                           start_backend, strip_date)
+from tests.support import (
+    ROOT,
+    Reply,
+    Server,
+    connect,
+    exchange,
+    parse_responses,
+    read_all,
+    start_backend,
+    strip_date,
+)
 
 SITE = ROOT / "gservers" / "site"
 MODELS = ("async", "thread")

@@ -13,7 +13,6 @@
 # invalid case a new connection must still get 200 for GET /page.html.
 from __future__ import annotations
 
-
 import pytest
 
 from tests.support import Reply, Server, parse_responses, send_and_read

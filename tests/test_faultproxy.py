@@ -21,16 +21,25 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import pytest
 
 from tests import loadclient
 from tests.faultproxy import FaultProxy
 from tests.loadclient import LoadClient
-from tests.support import (ROOT, Balancer, Reply, Server, exchange, parse_responses,
-                           start_backend, start_lb, wait_until)
+from tests.support import (
+    ROOT,
+    Balancer,
+    Reply,
+    Server,
+    exchange,
+    parse_responses,
+    start_backend,
+    start_lb,
+    wait_until,
+)
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0  #: hang protection for one request; never a performance bound

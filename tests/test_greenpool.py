@@ -24,7 +24,8 @@ import functools
 import gc
 import socket
 import weakref
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 import pytest

@@ -27,7 +27,8 @@ import hashlib
 import os
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import pytest
@@ -99,7 +100,7 @@ class Link:
         self.peer.close()
         self.listener.close()
 
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> Link:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -20,18 +20,34 @@ import gc
 import re
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gservers.http import (END, LAST_CHUNK, Data, End, Event, Head, HttpError, Limits, Rejected,
-                           RequestParser, ResponseParser, chunk, has_body, http_date,
-                           request_head, response_head, status_line)
+from gservers.http import (
+    END,
+    LAST_CHUNK,
+    Data,
+    End,
+    Event,
+    Head,
+    HttpError,
+    Limits,
+    Rejected,
+    RequestParser,
+    ResponseParser,
+    chunk,
+    has_body,
+    http_date,
+    request_head,
+    response_head,
+    status_line,
+)
 
 CORPUS = Path(__file__).resolve().parent / "requests"
 #: Files longer than this are split in two at sampled positions only.

@@ -13,14 +13,22 @@ from __future__ import annotations
 import dataclasses
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from lb.config import LBConfig
-from tests.support import (Balancer, Server, exchange, parse_responses, run_cli, start,
-                           start_backend, start_lb)
+from tests.support import (
+    Balancer,
+    Server,
+    exchange,
+    parse_responses,
+    run_cli,
+    start,
+    start_backend,
+    start_lb,
+)
 
 
 def flags() -> list[str]:

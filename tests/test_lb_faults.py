@@ -22,15 +22,25 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests import loadclient
 from tests.loadclient import LoadClient
-from tests.support import (ROOT, Balancer, Reply, Server, exchange, parse_responses, run_cli,
-                           start, start_lb, wait_until)
+from tests.support import (
+    ROOT,
+    Balancer,
+    Reply,
+    Server,
+    exchange,
+    parse_responses,
+    run_cli,
+    start,
+    start_lb,
+    wait_until,
+)
 
 AB = "/usr/bin/ab"
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()

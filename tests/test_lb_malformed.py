@@ -29,8 +29,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,8 @@ from gservers.config import DEFAULT_ROOT
 from gservers.connection import frame
 from gservers.http import Data, End, Head, Limits, Rejected, RequestParser
 from lb.rewrite import upstream_request
-from tests.recording_backend import Connection, RecordingBackend, Reply as Scripted, Request
+from tests.recording_backend import Connection, RecordingBackend, Request
+from tests.recording_backend import Reply as Scripted
 from tests.support import Balancer, Reply, send_and_read, start_backend, start_lb
 from tests.test_http import CASES, Case
 
@@ -63,7 +65,7 @@ STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9]) [^\r\n]*\r\n")
 class _Tap:
     """A socket stand-in that shows the origin every byte it reads."""
 
-    def __init__(self, sock: socket.socket, owner: "TappedOrigin", index: int) -> None:
+    def __init__(self, sock: socket.socket, owner: TappedOrigin, index: int) -> None:
         self._sock = sock
         self._owner = owner
         self._index = index

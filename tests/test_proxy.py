@@ -24,13 +24,24 @@ import hashlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from tests.recording_backend import (PATTERN, RecordingBackend, Request, bodiless, chunked,
-                                     close_delimited, fixed, generated, head_bytes, Reply as Scripted)
+from tests.recording_backend import (
+    PATTERN,
+    RecordingBackend,
+    Request,
+    bodiless,
+    chunked,
+    close_delimited,
+    fixed,
+    generated,
+    head_bytes,
+)
+from tests.recording_backend import Reply as Scripted
 from tests.support import Balancer, HeaderAccess, Server, start_backend, start_lb
 
 HANG = 15.0          #: socket timeout: only to stop a hang
@@ -57,7 +68,7 @@ class Client:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,7 +152,7 @@ class Client:
             return not self.buf and self.sock.recv(1) == b""
         except ConnectionResetError:
             return not self.buf
-        except socket.timeout:
+        except TimeoutError:
             return False
         finally:
             self.sock.settimeout(HANG)
@@ -154,7 +165,7 @@ class Client:
         try:
             self.sock.recv(1)
             return False
-        except socket.timeout:
+        except TimeoutError:
             return True
         finally:
             self.sock.settimeout(HANG)
@@ -610,7 +621,7 @@ def test_max_per_backend_queues_the_rest(limit: int) -> None:
         end_rig(rig)
 
 
-def read_response_body(c: "Client", total: int, pause_at: int = -1, pause: float = 0.0) -> int:
+def read_response_body(c: Client, total: int, pause_at: int = -1, pause: float = 0.0) -> int:
     """Read a ``generated(total)`` response's body, sleeping ``pause`` seconds
     once ``pause_at`` bytes are in; the bytes read before the lb closed."""
     check = PatternCheck()

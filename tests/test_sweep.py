@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import ROOT, wait_port_closed, free_ports
+from tests.support import ROOT, free_ports, wait_port_closed
 
 
 def sweep(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, list[int]]:
