@@ -12,8 +12,9 @@
 # h11, the pure-Python alternative: ~4x, and ~4x on a browser's head too.
 # What llhttp leaves to us we check here, once, when a head completes: the
 # size limits (414, 431), the versions we speak (505), the transfer codings
-# we implement (501), and Host on HTTP/1.1 (400).  Every error carries the status a server should answer
-# with; after an error the parser is dead and the connection must close.
+# we implement (501), and Host on HTTP/1.1 (400).  Every error carries the
+# status a server should answer with; after an error the parser is dead and
+# the connection must close.
 from __future__ import annotations
 
 import re
@@ -137,7 +138,8 @@ class _Parser:
             self._fail(exc)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            self._fail(cause if isinstance(cause, HttpError) else HttpError(400, "malformed message"))
+            self._fail(cause if isinstance(cause, HttpError)
+                       else HttpError(400, "malformed message"))
         except httptools.HttpParserError as exc:
             completed = any(type(e) is End for e in events)
             start = (b"" if completed else self._carry) + _message_tail(data, completed)

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -90,5 +90,5 @@ class Rejected:
     error: HttpError
 
 
-Event = Union[Head, Data, End, Rejected]
+Event = Head | Data | End | Rejected
 END = End()

@@ -69,7 +69,9 @@ class BackendState:
         samples = sorted(self.latencies)
         if not samples:
             return {"p50": None, "p90": None, "p99": None}
-        pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+        def pick(q: float) -> float:
+            return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+
         return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99)}
 
 
@@ -153,7 +155,8 @@ class Backends:
         """A request failed at ``state``: count it, eject it if it keeps failing."""
         state.failures += 1
         state.consecutive_failures += 1
-        if state.consecutive_failures >= self.eject_failures and state.ejected_until <= time.monotonic():
+        if (state.consecutive_failures >= self.eject_failures
+                and state.ejected_until <= time.monotonic()):
             state.ejected_until = time.monotonic() + self.eject_time
             state.ejections += 1
             # After the cool-down one more failure ejects it again at once.

@@ -22,7 +22,8 @@ from gservers.settings import (
 )
 from lb.policies import POLICIES
 
-_ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
+_ADDRESS = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ class LBConfig:
                               metavar="PATH")
     grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests", parse=seconds,
                            metavar="SECONDS")
-    log_level: str = setting("info", "logging level: " + ", ".join(LOG_LEVELS), parse=choice(*LOG_LEVELS))
+    log_level: str = setting("info", "logging level: " + ", ".join(LOG_LEVELS),
+                             parse=choice(*LOG_LEVELS))
 
     def __post_init__(self) -> None:
         if not self.backend:

@@ -195,7 +195,8 @@ class _ClientConnection(Parking, RequestBody):
         proxy.stats.requests += 1
         proxy.budget.deposit()
         if head.method == b"CONNECT":
-            return self._local(head, HttpError(405, "CONNECT is not supported"), False, started=started)
+            return self._local(head, HttpError(405, "CONNECT is not supported"), False,
+                               started=started)
         has_body = head.chunked or bool(head.content_length)
         if has_body and head.version == "1.1" and b"100-continue" in head.tokens(b"expect"):
             self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -204,7 +205,8 @@ class _ClientConnection(Parking, RequestBody):
             try:
                 body = self._read_body(head)
             except RequestTimeout:
-                return self._local(head, HttpError(408, "request body timeout"), False, started=started)
+                return self._local(head, HttpError(408, "request body timeout"), False,
+                                   started=started)
             except HttpError as exc:
                 return self._local(head, exc, False, started=started)
         tried: list[BackendState] = []

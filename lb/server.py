@@ -86,7 +86,8 @@ class Worker:
         cfg = self.config
         # Under a supervisor only the master says "listening on", once all are up.
         log.info("lb %s http://%s:%d (pid %d, policy %s, backends %s%s)",
-                 "worker serving" if self.ready else "listening on", cfg.listen.host, bound_port(self.listener), os.getpid(), cfg.policy,
+                 "worker serving" if self.ready else "listening on", cfg.listen.host,
+                 bound_port(self.listener), os.getpid(), cfg.policy,
                  " ".join(s.name for s in self.proxy.backends.states),
                  f", admin http://{cfg.admin.host}:{bound_port(self.admin_listener)}"
                  if admin else "")

@@ -80,7 +80,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--tool", choices=("ab", "locust", "both"), default="ab",
                    help="load generator (default: ab)")
     p.add_argument("--path", default="/page.html", help="path requested (default: /page.html)")
-    p.add_argument("--backend-ports", type=_csv(int, upper=65535, what="port"), default=BACKEND_PORTS, metavar="P,P,P,P",
+    p.add_argument("--backend-ports", type=_csv(int, upper=65535, what="port"),
+                   default=BACKEND_PORTS, metavar="P,P,P,P",
                    help="ports of the async backends; the first is the Asynchronous model "
                         "(default: 9002,9003,9004,9005)")
     p.add_argument("--thread-port", type=_positive, default=THREAD_PORT,

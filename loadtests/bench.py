@@ -111,7 +111,7 @@ def parse_wrk(text: str) -> WrkResult:
                       text)
     if match:
         result.socket_errors = dict(zip(("connect", "read", "write", "timeout"),
-                                        map(int, match.groups())))
+                                        map(int, match.groups()), strict=True))
     return result
 
 

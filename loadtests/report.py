@@ -80,7 +80,8 @@ def summary(cells: list[Cell]) -> list[str]:
                 medians[(tool, model)] = statistics.median(rates)
                 cpu = [c.server_cpu_us for c in cells if c.tool == tool and c.model == model
                        and c.server_cpu_us is not None]
-                cpu_text = f", server CPU median {statistics.median(cpu):.0f} µs/request" if cpu else ""
+                cpu_text = (f", server CPU median {statistics.median(cpu):.0f} µs/request"
+                            if cpu else "")
                 out.append(f"{tool}: {MODELS[model]} — median {medians[(tool, model)]:.0f} req/s "
                            f"over {len(rates)} levels (max {max(rates):.0f}){cpu_text}.")
         base = medians.get((tool, "async"))

@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         fl = runs.get(("floor relay", keepalive), [])
         if not lb or not fl:
             continue
-        lb_rps, lb_cpu = (statistics.median(x) for x in zip(*lb))
-        fl_rps, fl_cpu = (statistics.median(x) for x in zip(*fl))
+        lb_rps, lb_cpu = (statistics.median(x) for x in zip(*lb, strict=True))
+        fl_rps, fl_cpu = (statistics.median(x) for x in zip(*fl, strict=True))
         print(f"| ab{' -k' if keepalive else ''} c=100 | {lb_rps:.0f} | {fl_rps:.0f} | "
               f"{lb_cpu:.0f} | {fl_cpu:.0f} | {lb_cpu / fl_cpu:.2f}x |")
     if invalid:

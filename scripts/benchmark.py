@@ -551,12 +551,13 @@ Compare the gservers load balancer with haproxy and nginx on this machine.
 
 scripts/benchmark installs haproxy, nginx-light and wrk when missing (as root,
 one apt-get update then apt-get install; see scripts/env.sh); whatever is still
-missing has its rows skipped with a note. Starts on {HOST}: four async gservers backends, one thread-model backend,
-the gservers lb (round_robin, --admin off) over the four, haproxy (nbthread 1,
-http-reuse always, balance roundrobin) and nginx (worker_processes 1, upstream
-keepalive 64) over the same four, and an nginx `return 200` server with a body
-the size of /page.html as a reference backend. Configs go to a temp dir; every
-process is stopped by PID on exit, also on Ctrl-C or an error.
+missing has its rows skipped with a note. Starts on {HOST}: four async gservers
+backends, one thread-model backend, the gservers lb (round_robin, --admin off)
+over the four, haproxy (nbthread 1, http-reuse always, balance roundrobin) and
+nginx (worker_processes 1, upstream keepalive 64) over the same four, and an
+nginx `return 200` server with a body the size of /page.html as a reference
+backend. Configs go to a temp dir; every process is stopped by PID on exit,
+also on Ctrl-C or an error.
 
 Each round (--rounds), interleaved across the balancers (order rotated each
 round):
@@ -666,7 +667,8 @@ def environment(args: argparse.Namespace, paths: dict[str, str | None],
         "python / gevent / greenlet": f"{platform.python_version()} / {version('gevent')} / "
                                       f"{version('greenlet')}",
         "ab": _version(["ab", "-V"]),
-        "wrk version": _version([paths["wrk"], "--version"]) if paths.get("wrk") else "not available",
+        "wrk version": (_version([paths["wrk"], "--version"]) if paths.get("wrk")
+                        else "not available"),
         "haproxy": _version([paths["haproxy"], "-v"]) if paths.get("haproxy") else "not run",
         "nginx": _version([paths["nginx"], "-v"]) if paths.get("nginx") else "not run",
         "balancers": ", ".join(args.only),

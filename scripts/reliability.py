@@ -506,7 +506,8 @@ def s_lb_sighup(stack: Stack) -> Row:
     return judge(row, problems)
 
 
-def slow_clients(port: int, n: int, interval: float, deadline: float) -> tuple[Counter, list[float]]:
+def slow_clients(port: int, n: int, interval: float,
+                 deadline: float) -> tuple[Counter, list[float]]:
     """``n`` slowloris connections: a request head begun, then one more byte
     every ``interval`` s, never finished.  Returns how each ended (status or
     "closed"/"timeout") and when (seconds after the start)."""
@@ -617,7 +618,8 @@ def flood(port: int, n: int, deadline: float) -> tuple[Counter, float | None]:
                 buf = socks[s]
                 buf.extend(data)
                 end = buf.find(b"\r\n\r\n")
-                m = re.search(rb"content-length: *(\d+)", bytes(buf[:end]), re.I) if end >= 0 else None
+                m = (re.search(rb"content-length: *(\d+)", bytes(buf[:end]), re.I)
+                     if end >= 0 else None)
                 if m and len(buf) >= end + 4 + int(m.group(1)):
                     ended[buf[9:12].decode()] += 1
                     pending.discard(s)

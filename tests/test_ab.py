@@ -54,7 +54,8 @@ def test_non_2xx_is_invalid() -> None:
 def test_dropped_and_resized_responses_are_failures() -> None:
     r = load("failures")
     assert r.complete == 300 and r.failed == 249
-    assert (r.failed_connect, r.failed_receive, r.failed_length, r.failed_exceptions) == (0, 0, 249, 0)
+    assert (r.failed_connect, r.failed_receive, r.failed_length,
+            r.failed_exceptions) == (0, 0, 249, 0)
     reasons = ab.judge(r, 300, 50)
     assert any(x.startswith("failed 249") for x in reasons)
     assert any("total transferred 12644" in x for x in reasons)

@@ -151,7 +151,8 @@ HEADER_TIMEOUT = 2.0
 P50_FLOOR = 0.002
 
 
-def run_slowloris(port: int, during: Callable[[float], list[float]]) -> tuple[list[dict], list[float]]:
+def run_slowloris(port: int,
+                  during: Callable[[float], list[float]]) -> tuple[list[dict], list[float]]:
     """Run the attacker process against ``port``; once all its connections are
     open, call ``during(deadline)``.  Returns (connection records, its result)."""
     attacker = subprocess.Popen(

@@ -164,7 +164,7 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-# --------------------------------------------------------------------------- medians, ratios, targets
+# ------------------------------------------------------------------ medians, ratios, targets
 
 def run(target: str, workload: str, rps: float, *, cpu_s: float = 0.0, complete: int = 1000,
         p99: float = 10.0, reasons: list[str] | None = None, rss_kb: int = 0) -> Run:

@@ -342,11 +342,12 @@ def test_pipelining_ten_in_order(backend: Server) -> None:
     paths = ["/page.html", "/health", "/images/sun.png", "/", "/missing-1", "/images/lines.jpg",
              "/page.html?q=1", "/missing-2", "/health", "/images/sun.png"]
     methods = [b"HEAD" if i == 3 else b"GET" for i in range(len(paths))]
-    data = b"".join(get(p, method=m.decode()) for p, m in zip(paths[:-1], methods))
+    data = b"".join(get(p, method=m.decode())
+                    for p, m in zip(paths[:-1], methods[:-1], strict=True))
     data += close(paths[-1])
     replies, raw = roundtrip(backend, data, methods)
     expected: list[tuple[int, bytes]] = []
-    for path, method in zip(paths, methods):
+    for path, method in zip(paths, methods, strict=True):
         clean = path.split("?")[0]
         if clean.startswith("/missing"):
             expected.append((404, b"404 not found\n"))

@@ -205,7 +205,8 @@ def test_the_fault_proxy_does_what_each_mode_says() -> None:
 # -- garbage -------------------------------------------------------------------------
 
 @pytest.mark.timeout(120)
-def test_garbage_answers_become_502_and_the_backend_is_ejected(make_rig: Callable[..., Rig]) -> None:
+def test_garbage_answers_become_502_and_the_backend_is_ejected(
+        make_rig: Callable[..., Rig]) -> None:
     rig = make_rig("--pool-idle-timeout", "60")  # only the balancer's own choice closes
     bad = rig.proxies[1]
     bad.mode = "garbage"

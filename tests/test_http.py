@@ -553,7 +553,8 @@ def test_response_bodiless_status(status: int, bytewise: bool) -> None:
 @pytest.mark.parametrize("status", [100, 103, 199])
 def test_response_interim_then_final(status: int) -> None:
     """1xx responses come through as a head and an end, then the final one."""
-    data = b"HTTP/1.1 %d X\r\nLink: <a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" % status
+    data = (b"HTTP/1.1 %d X\r\nLink: <a>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" % status)
     events = ResponseParser(b"GET").feed(data)
     assert [type(e) for e in events] == [Head, End, Head, Data, End]
     assert (events[0].status, events[2].status, events[3].data) == (status, 200, b"ok")
@@ -713,7 +714,7 @@ def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
     """``data`` cut at a few random positions (empty pieces allowed)."""
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 @st.composite

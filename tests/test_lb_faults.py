@@ -155,7 +155,8 @@ def children(parent: int) -> dict[int, str]:
 
 def metric(text: str, family: str, labels: str = "") -> float | None:
     """The value of one sample in Prometheus text, e.g. metric(t, "x_total", 'code="200"')."""
-    pattern = "^" + re.escape(family) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" (\S+)$"
+    braces = r"\{" + re.escape(labels) + r"\}" if labels else ""
+    pattern = "^" + re.escape(family) + braces + r" (\S+)$"
     match = re.search(pattern, text, re.M)
     return float(match.group(1)) if match else None
 

@@ -91,7 +91,7 @@ def test_smooth_weighted_no_long_runs_within_a_cycle() -> None:
     policy = make("weighted_round_robin", [a, b, c])
     seq = picks(policy, [a, b, c], 7)
     longest = run = 1
-    for prev, cur in zip(seq, seq[1:]):
+    for prev, cur in zip(seq, seq[1:], strict=False):
         run = run + 1 if cur is prev else 1
         longest = max(longest, run)
     assert longest <= 2, seq
@@ -236,7 +236,8 @@ def test_random_two_single_backend() -> None:
 
 def test_random_two_reproducible_with_a_seed() -> None:
     backends = fakes(1, 1, 1, 1, 1)
-    assert picks(random_two(backends, 99), backends, 50) == picks(random_two(backends, 99), backends, 50)
+    first = picks(random_two(backends, 99), backends, 50)
+    assert first == picks(random_two(backends, 99), backends, 50)
 
 
 # -- consistent_hash ------------------------------------------------------------
@@ -332,9 +333,9 @@ def test_every_policy_builds_and_picks_only_available(name: str) -> None:
 def test_every_policy_property(name: str, weights: list[int], loads: list[int],
                                mask: list[bool], keys: list[str]) -> None:
     backends = fakes(*weights)
-    for b, load in zip(backends, loads):
+    for b, load in zip(backends, loads, strict=False):
         b.in_flight = load
-    available = [b for b, keep in zip(backends, mask) if keep] or backends[:1]
+    available = [b for b, keep in zip(backends, mask, strict=False) if keep] or backends[:1]
     policy = make(name, backends)
     for key in keys:
         pick = policy.pick(available, key)

@@ -770,7 +770,8 @@ REJECTED = {
                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "bad chunk size": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                       b"zz\r\nhello\r\n0\r\n\r\n",
-    "chunk longer than its size": b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "chunk longer than its size": b"POST / HTTP/1.1\r\nHost: t\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\n"
                                   b"3\r\nhello\r\n0\r\n\r\n",
     "two Content-Lengths": b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
                            b"Content-Length: 4\r\n\r\nabcd",
@@ -887,7 +888,8 @@ def test_expect_100_continue(rig: Rig, size: int) -> None:
 
 def test_expect_with_body_sent_at_once(rig: Rig) -> None:
     with Client(rig.lb.port) as c:
-        c.send(b"POST /f HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc")
+        c.send(b"POST /f HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+               b"Content-Length: 3\r\n\r\nabc")
         assert c.read_response().status == 100
         assert c.read_response().status == 200
     [req] = rig.origin.wait_requests(1)
@@ -897,6 +899,7 @@ def test_expect_with_body_sent_at_once(rig: Rig) -> None:
 def test_no_100_continue_for_http10(rig: Rig) -> None:
     """RFC 9110 15.2: no 1xx to an HTTP/1.0 client; 10.1.1: ignore its 100-continue."""
     with Client(rig.lb.port) as c:
-        c.send(b"POST /f HTTP/1.0\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc")
+        c.send(b"POST /f HTTP/1.0\r\nHost: t\r\nExpect: 100-continue\r\n"
+               b"Content-Length: 3\r\n\r\nabc")
         resp = c.read_response()
         assert resp.status == 200, resp.raw_head

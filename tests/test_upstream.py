@@ -26,7 +26,8 @@ def listener() -> Iterator[socket.socket]:
     sock.close()
 
 
-def pool_for(listener: socket.socket, max_busy: int = 0, queue_timeout: float = 1.0) -> UpstreamPool:
+def pool_for(listener: socket.socket, max_busy: int = 0,
+             queue_timeout: float = 1.0) -> UpstreamPool:
     return UpstreamPool(socket.AF_INET, listener.getsockname(), 8, 10.0, 1.0,
                         max_busy, queue_timeout)
 
