@@ -13,7 +13,8 @@
 # interpreter is never written to: on Debian and Ubuntu it is marked
 # externally managed (PEP 668) and pip refuses it.  A stamp in the
 # environment records what was installed from where, so a run with everything
-# in place calls no pip.  GSERVERS_REINSTALL=1 forces a reinstall.
+# in place calls no pip.  GSERVERS_REINSTALL=1 forces a reinstall;
+# GSERVERS_NO_APT=1 never runs apt-get.
 
 # Sourced without arguments, $* is the calling script's: --help sets up no tools.
 case " ${*:-} " in *" -h "*|*" --help "*) GS_HELP=1 ;; esac
@@ -22,7 +23,10 @@ GS_MIN_PYTHON=3.11
 
 gs_say() { printf '%s\n' "$*" >&2; }
 gs_die() { gs_say "$*"; exit 1; }
-gs_root() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+# gs_root: whether apt-get may be used (root, apt-get there, GSERVERS_NO_APT unset).
+gs_root() {
+  [ "${GSERVERS_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1
+}
 
 GS_APT_UPDATED=0
 # gs_apt PACKAGE...: apt-get install as root, after one apt-get update per run.
@@ -153,7 +157,7 @@ gs_tools() {
     gs_find "$cmd" >/dev/null || missing+=("$row")
   done
   [ ${#missing[@]} -gt 0 ] || return 0
-  if gs_root && [ "${GSERVERS_NO_APT:-0}" != 1 ]; then
+  if gs_root; then
     local first=()
     for row in "${missing[@]}"; do
       IFS='|' read -r cmd pkgs why <<<"$row"
