@@ -2,10 +2,11 @@
 #
 # Strategy: everything the comparison benchmark (gservers lb vs haproxy vs
 # nginx) computes, without touching a process or a socket, so it can be
-# unit-tested on saved text: wrk's output parsed and judged, /proc figures
-# read from their text, the haproxy and nginx configuration files rendered,
-# runs reduced to medians per (target, workload), ratios between balancers,
-# the issue's targets checked, and the Markdown tables and report rendered.
+# unit-tested on saved text: wrk's output parsed and judged, the haproxy and
+# nginx configuration files rendered, runs reduced to medians per (target,
+# workload), ratios between balancers, the issue's targets checked, and the
+# Markdown tables and report rendered.  (Process figures are read with
+# psutil, by loadtests/procstats.py.)
 # scripts/benchmark owns the processes, the load generators and the files.
 from __future__ import annotations
 
@@ -135,37 +136,6 @@ def judge_wrk(result: WrkResult, expected_size: int, tolerance: float = 0.02) ->
             reasons.append(f"read {result.bytes_read:.0f} bytes, expected about {expected} "
                            f"({result.requests} x {expected_size})")
     return reasons
-
-
-# --------------------------------------------------------------------------- /proc
-
-def stat_cpu_seconds(stat_text: str, ticks_per_second: int = 100) -> float:
-    """utime + stime, in seconds, from the text of /proc/PID/stat."""
-    fields = stat_text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / ticks_per_second
-
-
-def stat_ppid(stat_text: str) -> int:
-    """The parent PID from the text of /proc/PID/stat."""
-    return int(stat_text.rsplit(")", 1)[1].split()[1])
-
-
-def busy_seconds(proc_stat_text: str, ticks_per_second: int = 100) -> float:
-    """CPU seconds the whole machine spent busy (all but idle and iowait),
-    from the ``cpu`` line of /proc/stat."""
-    for line in proc_stat_text.splitlines():
-        if line.startswith("cpu "):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)
-            guest = sum(values[8:10])  # already counted in user and nice
-            return (sum(values) - idle - guest) / ticks_per_second
-    raise ValueError("no cpu line in /proc/stat")
-
-
-def status_kb(status_text: str, name: str) -> int:
-    """A ``kB`` field (VmRSS, VmHWM, ...) of /proc/PID/status; 0 when absent."""
-    match = re.search(rf"^{name}:\s+(\d+) kB", status_text, re.M)
-    return int(match.group(1)) if match else 0
 
 
 # --------------------------------------------------------------------------- configs
@@ -541,7 +511,7 @@ def markdown(runs: Sequence[Run], summary: dict[tuple[str, str], Summary],
     """The whole results/benchmark.md."""
     parts = ["# Benchmark: gservers lb vs haproxy vs nginx", "",
              "Medians over the rounds (valid runs only). CPU is utime+stime of the target's "
-             "own processes from /proc per completed request; `backends µs/req` is the four "
+             "own processes (psutil) per completed request; `backends µs/req` is the four "
              "async backends' CPU behind a balancer; peak RSS is VmHWM (summed over the "
              "target's processes) read after the run, so it is the peak so far.", "",
              "## Targets", "", targets_table(targets), "",

@@ -3,8 +3,8 @@
 # Strategy: real processes started through the real command lines (four
 # async backends, a thread backend, the balancer), each waited for until it
 # answers GET /health, each remembered by PID and stopped by that PID only --
-# also when the sweep fails or is interrupted.  CPU time is read from
-# /proc/PID/stat, so each cell can report what the servers spent.
+# also when the sweep fails or is interrupted.  CPU time is read with psutil
+# (loadtests/procstats.py), so each cell can report what the servers spent.
 from __future__ import annotations
 
 import errno
@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+
+from gservers.netutil import only_time_wait
+from loadtests import procstats
 
 
 class TopologyError(Exception):
@@ -31,24 +34,7 @@ class Proc:
     def cpu_seconds(self) -> float:
         """User + system CPU seconds this process and its live children (the
         balancer's workers) have used so far."""
-        return sum(_cpu(pid) for pid in [self.popen.pid, *_children(self.popen.pid)])
-
-
-def _cpu(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(x) for x in fh.read().split()]
-    except OSError:
-        return []
+        return procstats.tree_cpu_seconds(self.popen.pid, recursive=False)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -62,23 +48,6 @@ def port_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
-
-
-def only_time_wait(port: int) -> bool:
-    """Whether every TCP socket on local ``port`` is in TIME_WAIT (connections
-    of an earlier run, whose local end took this port as an ephemeral port)."""
-    states = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                next(fh)
-                for line in fh:
-                    fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        states.append(fields[3])
-        except OSError:
-            continue
-    return bool(states) and all(state == "06" for state in states)
 
 
 def wait_port(host: str, port: int, timeout: float = 65.0) -> bool:

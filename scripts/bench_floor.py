@@ -1,12 +1,11 @@
-#!/usr/bin/env python3
-# scripts/bench_floor -- what the balancer costs above the floor of any
-# gevent relay on this machine.
+# scripts/bench_floor.py (behind scripts/bench_floor) -- what the balancer costs above
+# the floor of any gevent relay on this machine.
 #
 # Strategy: the same four async backends behind, in turn, the gservers lb
 # and loadtests/floor.py (a relay doing no HTTP work), interleaved over
 # several rounds of `ab -k -n N -c 100` and `ab -n N -c 100`; every run is
 # judged (0 failed, 0 non-2xx, total = n x one full response) and the
-# medians of requests/s and of each server's CPU per request (from /proc)
+# medians of requests/s and of each server's CPU per request (psutil)
 # are printed with the ratio lb/floor.  The floor is the cost of gevent's
 # waits, switches and system calls alone, so it bounds from below what any
 # Python balancer on gevent can reach here.
@@ -95,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         lb_rps, lb_cpu = (statistics.median(x) for x in zip(*lb, strict=True))
         fl_rps, fl_cpu = (statistics.median(x) for x in zip(*fl, strict=True))
         print(f"| ab{' -k' if keepalive else ''} c=100 | {lb_rps:.0f} | {fl_rps:.0f} | "
-              f"{lb_cpu:.0f} | {fl_cpu:.0f} | {lb_cpu / fl_cpu:.2f}x |")
+              f"{lb_cpu:.0f} | {fl_cpu:.0f} | "
+              f"{f'{lb_cpu / fl_cpu:.2f}x' if fl_cpu else '- (too few requests to time)'} |")
     if invalid:
         print(f"\n{PROG}: {invalid} run(s) NOT VALID, left out of the medians", file=sys.stderr)
         return 1

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # scripts/benchmark.py -- the gservers balancer against haproxy and nginx, honestly.
 #
 # Strategy: run by scripts/benchmark, which has installed what it could of
@@ -9,12 +8,13 @@
 # balancers, round after round: ab with and without -k, wrk keep-alive, the
 # seed sweep (ab -n 1000 at c=1..1000), and a direct backend-vs-nginx
 # reference.  Every run is judged (loadtests.ab.judge / bench.judge_wrk) and
-# measured from /proc (utime+stime of the target's process tree before and
-# after, and of the backends; VmHWM).  At the end the lb holds 10,000 idle
-# client connections while its VmRSS is read.  The pure parts (parsing,
-# medians, targets, configs, tables) live in loadtests/bench.py; this file
-# owns processes, sockets and files, and stops every process it started by
-# PID on the way out -- on success, error or Ctrl-C alike.
+# measured with psutil through loadtests/procstats.py (utime+stime of the
+# target's process tree before and after, and of the backends; VmHWM).  At
+# the end the lb holds 10,000 idle client connections while its VmRSS is
+# read.  The pure parts (parsing, medians, targets, configs, tables) live in
+# loadtests/bench.py; this file owns processes, sockets and files, and stops
+# every process it started by PID on the way out -- on success, error or
+# Ctrl-C alike.
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -35,13 +34,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import psutil
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from gservers.netutil import raise_nofile_limit  # noqa: E402
-from loadtests import ab, bench  # noqa: E402
-from loadtests.topology import port_free, wait_healthy  # noqa: E402
+from loadtests import ab, bench, procstats  # noqa: E402
+from loadtests.topology import wait_healthy, wait_port  # noqa: E402
 
 PROG = "scripts/benchmark"
 HOST = "127.0.0.1"
@@ -61,31 +62,6 @@ def _read(path: str) -> str:
         return fh.read()
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        return int(_read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it, from the ppid fields in /proc."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                ppid = bench.stat_ppid(_read(f"/proc/{name}/stat"))
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 @dataclass
 class Server:
     """A server process we started (and the processes it started)."""
@@ -94,46 +70,35 @@ class Server:
     port: int
     popen: subprocess.Popen
     log_path: str
-    known: dict[int, int | None] = field(default_factory=dict)  #: pid -> start time
+    #: pid -> the process (psutil keeps its start time, so stop() never
+    #: signals a PID the kernel has since given to another process)
+    known: dict[int, psutil.Process] = field(default_factory=dict)
 
-    def pids(self) -> list[int]:
-        """The live process tree; every member is remembered for stop()."""
+    def pids(self) -> list[psutil.Process]:
+        """The live process tree (the server and every process below it);
+        every member is remembered for stop()."""
         if self.popen.poll() is not None:
             return []
-        pids = descendants(self.popen.pid)
-        for pid in pids:
-            self.known.setdefault(pid, _start_time(pid))
-        return pids
+        procs = procstats.tree(self.popen.pid)
+        for proc in procs:
+            self.known.setdefault(proc.pid, proc)
+        return procs
 
     def cpu(self) -> float:
         """utime + stime seconds of the live tree."""
-        total = 0.0
-        for pid in self.pids():
-            try:
-                total += bench.stat_cpu_seconds(_read(f"/proc/{pid}/stat"), TICKS)
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
+        return sum(procstats.cpu_seconds(proc) for proc in self.pids())
 
-    def status_kb(self, name: str) -> int:
-        """A /proc/PID/status kB field (VmRSS, VmHWM) summed over the tree."""
-        total = 0
-        for pid in self.pids():
-            try:
-                total += bench.status_kb(_read(f"/proc/{pid}/status"), name)
-            except OSError:
-                pass
-        return total
+    def rss_kb(self) -> int:
+        """VmRSS of the tree, in KiB."""
+        return sum(procstats.rss_kb(proc) for proc in self.pids())
+
+    def peak_rss_kb(self) -> int:
+        """VmHWM (peak RSS) summed over the tree, in KiB."""
+        return sum(procstats.peak_rss_kb(proc) for proc in self.pids())
 
     def fds(self) -> int:
         """Open descriptors of the tree."""
-        total = 0
-        for pid in self.pids():
-            try:
-                total += len(os.listdir(f"/proc/{pid}/fd"))
-            except OSError:
-                pass
-        return total
+        return sum(procstats.num_fds(proc) for proc in self.pids())
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -151,7 +116,7 @@ class Fleet:
 
     def start(self, name: str, port: int, argv: list[str]) -> Server:
         """Start ``argv`` and wait until GET /health on ``port`` answers 200."""
-        if not port_free(HOST, port):
+        if not wait_port(HOST, port):  # waits out TIME_WAIT of an earlier run
             raise SetupError(f"{name}: port {port} is already in use; free it or choose "
                              f"other ports (see --help)")
         log_path = os.path.join(self.log_dir, f"{name}.log")
@@ -180,13 +145,9 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 server.popen.kill()
                 server.popen.wait(5)
-            for pid, started in server.known.items():
-                if pid != server.popen.pid and started is not None and \
-                        _start_time(pid) == started:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+            for pid, proc in server.known.items():
+                if pid != server.popen.pid:
+                    procstats.kill(proc)  # only if still the same process
         self.servers.clear()
 
 
@@ -306,7 +267,7 @@ class Bench:
         run.server_cpu = target.server.cpu() - cpu0
         if target.backends:
             run.backend_cpu = sum(b.cpu() for b in target.backends) - backend0
-        run.peak_rss_kb = target.server.status_kb("VmHWM")
+        run.peak_rss_kb = target.server.peak_rss_kb()
         return run
 
     def ab(self, target: Target, workload: str, round_: int, requests: int, concurrency: int,
@@ -369,34 +330,20 @@ class Bench:
 
 # --------------------------------------------------------------------------- idle connections
 
-def established(port: int) -> int:
-    """Connections the lb has accepted on local ``port``: server-side
-    ESTABLISHED sockets (from /proc/net/tcp) less those still waiting in the
-    listener's accept queue.  (Counting the lb's descriptors instead is thrown
-    off by its upstream pool closing idle connections meanwhile.)"""
-    total = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                next(fh)
-                for line in fh:
-                    fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) != port:
-                        continue
-                    if fields[3] == "01":
-                        total += 1
-                    elif fields[3] == "0A":  # LISTEN: rx_queue is the accept backlog
-                        total -= int(fields[4].split(":")[1], 16)
-        except OSError:
-            continue
-    return total
+def established(server: Server, port: int) -> int:
+    """Connections the lb has accepted on local ``port``: the ESTABLISHED
+    sockets on that port its process tree holds (psutil), so not those still
+    waiting in the listener's accept queue.  (Counting the lb's descriptors
+    instead is thrown off by its upstream pool closing idle connections
+    meanwhile.)"""
+    return procstats.established(server.pids(), port)
 
 
 def idle_connections(server: Server, port: int, count: int, batch: int = 500) -> bench.IdleResult:
     """Open ``count`` idle TCP connections to the lb (non-blocking connects, in
     batches it can accept), read its VmRSS while they are held, close them."""
-    rss0 = server.status_kb("VmRSS")
-    fds0 = established(port)
+    rss0 = server.rss_kb()
+    fds0 = established(server, port)
     socks: list[socket.socket] = []
     note = ""
     start = time.monotonic()
@@ -414,16 +361,17 @@ def idle_connections(server: Server, port: int, count: int, batch: int = 500) ->
             if note:
                 break
             deadline = time.monotonic() + 5
-            while established(port) - fds0 < len(socks) and time.monotonic() < deadline:
+            while established(server, port) - fds0 < len(socks) and \
+                    time.monotonic() < deadline:
                 time.sleep(0.02)
         deadline = time.monotonic() + 5
-        while established(port) - fds0 < len(socks) and time.monotonic() < deadline:
+        while established(server, port) - fds0 < len(socks) and time.monotonic() < deadline:
             time.sleep(0.05)
         seconds = time.monotonic() - start
         time.sleep(0.5)  # let the accepted connections settle into their read
-        rss = server.status_kb("VmRSS")
-        hwm = server.status_kb("VmHWM")
-        accepted = established(port) - fds0
+        rss = server.rss_kb()
+        hwm = server.peak_rss_kb()
+        accepted = established(server, port) - fds0
         still_open = _count_open(socks)
     finally:
         for sock in socks:
@@ -569,10 +517,11 @@ round):
 Every ab run is judged with loadtests.ab.judge (0 failed, 0 non-2xx, total =
 n x one full response) and every wrk run with bench.judge_wrk (no socket error,
 no non-2xx, bytes = requests x size); invalid runs are marked loudly, left out
-of the medians and make the exit code 1. CPU per request is utime+stime from
-/proc/PID/stat (before/after) of the target's own processes, and separately of
-the four backends; peak RSS is VmHWM from /proc/PID/status. Finally the lb
-holds --idle-connections idle TCP connections and its VmRSS is read.
+of the medians and make the exit code 1. CPU per request is utime+stime
+(psutil; before/after) of the target's own processes, and separately of the
+four backends; peak RSS is VmHWM (from /proc/PID/status: psutil has no peak).
+Finally the lb holds --idle-connections idle TCP connections and its VmRSS is
+read.
 
 Prints medians per (target, workload), the ratios gservers/haproxy and
 gservers/nginx and the issue's targets (lb >= 0.85x haproxy without keep-alive,
@@ -767,17 +716,19 @@ def plan(bench_: Bench, targets: dict[str, Target], args: argparse.Namespace) ->
 
 
 def _machine_busy() -> float:
-    return bench.busy_seconds(_read("/proc/stat"), TICKS)
+    return procstats.machine_busy_seconds()
 
 
 def _our_cpu() -> float:
     """CPU seconds of this process and every child it has waited for (ab, wrk,
     and the servers once stopped, with what they waited for in turn)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+    times = psutil.Process().cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _loadavg() -> list[str]:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg writes them."""
+    return [f"{load:.2f}" for load in psutil.getloadavg()]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -789,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     setup error, 130 when interrupted."""
     args = resolve(parser().parse_args(argv))
     started = time.monotonic()
-    busy0, ours0, load0 = _machine_busy(), _our_cpu(), _read("/proc/loadavg").split()[:3]
+    busy0, ours0, load0 = _machine_busy(), _our_cpu(), _loadavg()
     try:
         ab.ab_path()
     except ab.AbError as exc:
@@ -803,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: note: {note}", file=sys.stderr)
     if "gservers" not in args.only:
         notes.append("gservers lb not run (--only): the lb targets are n/a")
-    notes.append(f"CPU times come from /proc in 1/{TICKS} s ticks: a 1000-request run's "
+    notes.append(f"CPU times are counted in 1/{TICKS} s ticks: a 1000-request run's "
                  f"CPU per request is good to about ±{1e6 / TICKS / 1000:.0f} µs")
     tmp = tempfile.mkdtemp(prefix="gservers-bench-")
     os.chmod(tmp, 0o755)  # nginx's workers may run as another user
@@ -839,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes on this machine used {max(0.0, busy - ours):.0f} CPU s of "
                  f"the {busy:.0f} CPU s busy during the run (load average "
                  f"{' '.join(load0)} at the start, "
-                 f"{' '.join(_read('/proc/loadavg').split()[:3])} at the end)")
+                 f"{' '.join(_loadavg())} at the end)")
     runs = runner.runs
     summary = bench.summarize(runs)
     direct = bench.direct_workload("wrk" if runner.wrk else "ab")

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-# scripts/reliability -- the balancer's fault scenarios, end to end, as a table.
+# scripts/reliability.py (behind scripts/reliability) -- the fault scenarios as a table.
 #
 # Strategy: every scenario starts its own real processes on free ports of
 # 127.0.0.1 -- async backends (``python -m gservers.backend``), a balancer

@@ -8,13 +8,13 @@
 # it prints one line ``ready`` once every connection is open and has sent a
 # byte, then one JSON line with what each connection saw.  The flood keeps
 # many idle connections open in the calling process (no CPU used while it
-# holds them).  Small /proc readers (RSS, CPU time) live here too.
+# holds them).  The server's RSS, CPU time and descriptors are read with
+# loadtests/procstats.py (psutil).
 from __future__ import annotations
 
 import argparse
 import errno
 import json
-import os
 import resource
 import selectors
 import socket
@@ -27,28 +27,7 @@ from dataclasses import asdict, dataclass
 SLOW_PREFIX = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
 
 
-# -- /proc ------------------------------------------------------------------------------
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of ``pid`` in bytes."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` (all its threads) in seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    # after "pid (comm)": state is fields[0]; utime, stime are stat fields 14, 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
+# -- limits -----------------------------------------------------------------------------
 
 def raise_own_nofile(wanted: int) -> None:
     """Let this process hold ``wanted`` descriptors (soft limit up to the hard one)."""

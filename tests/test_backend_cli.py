@@ -1,16 +1,18 @@
 # tests/test_backend_cli.py -- the backend's command line, as a user meets it.
 #
 # Strategy: everything runs ``python -m gservers.backend`` as a real process.
-# Refusals (bad flag values, unknown flags, a busy port, a bad --config file)
-# must end with exit code 2 and exactly one line on stderr that names what
-# was wrong -- never a traceback.  Accepted settings are observed from the
-# outside: the "listening" log line names the model and the connection limit
-# (pool N / max N threads), which shows which source won when a TOML file and
-# flags disagree.  Signals are sent to an idle server of each model, which
-# must exit 0 and free its port; the wait is hang protection only.  Whether a
-# signal right after the "listening" line is handled is tested without timing
-# luck: the server's output is a full pipe, so it blocks writing that line,
-# and the test signals it once /proc shows that write pending.
+# Refusals (bad flag values, unknown flags, a busy port, a port held only by
+# a TIME_WAIT socket -- made here by a client end that closes first -- a bad
+# --config file) must end with exit code 2 and exactly one line on stderr
+# that names what was wrong -- never a traceback.  Accepted settings are
+# observed from the outside: the "listening" log line names the model and
+# the connection limit (pool N / max N threads), which shows which source
+# won when a TOML file and flags disagree.  Signals are sent to an idle
+# server of each model, which must exit 0 and free its port; the wait is
+# hang protection only.  Whether a signal right after the "listening" line
+# is handled is tested without timing luck: the server's output is a full
+# pipe, so it blocks writing that line, and the test signals it once /proc
+# shows that write pending.
 from __future__ import annotations
 
 import fcntl
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from gservers.netutil import only_time_wait
 from tests.support import ROOT, Server, exchange, run_cli, start, start_backend, wait_port_closed
 
 MODULE = "gservers.backend"
@@ -106,6 +109,51 @@ def test_busy_port_exit_2_one_line(model: str) -> None:
         assert first.proc.poll() is None
     finally:
         assert first.stop() == 0
+
+
+def time_wait_port() -> int:
+    """A port of 127.0.0.1 that only a TIME_WAIT socket holds, nothing
+    listening: a client socket bound to it without SO_REUSEADDR (as the
+    ephemeral port connect() picks is) connects to a listener of ours on
+    another port and closes first, so its end lingers in TIME_WAIT for a
+    minute.  On Linux that blocks a listener's bind even with SO_REUSEADDR."""
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client.bind(("127.0.0.1", 0))
+        port = client.getsockname()[1]
+        client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            client.close()  # the client's end closes first: it is the one to wait
+            assert accepted.recv(1) == b""
+    deadline = time.monotonic() + 10
+    while not only_time_wait(port):  # the client's end: FIN_WAIT2, then TIME_WAIT
+        assert time.monotonic() < deadline, f"port {port} never went to TIME_WAIT alone"
+        time.sleep(0.02)
+    return port
+
+
+def test_only_time_wait_tells_closing_connections_from_a_listener() -> None:
+    port = time_wait_port()
+    assert only_time_wait(port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        assert not only_time_wait(listener.getsockname()[1])
+        free = listener.getsockname()[1]
+    assert not only_time_wait(free)  # nothing at all on it
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_port_held_by_time_wait_exit_2_one_line(model: str) -> None:
+    port = time_wait_port()
+    result = run_cli(MODULE, "--model", model, str(port))
+    assert result.returncode == 2, result
+    line = one_line(result.stderr)
+    assert f"port {port} on 127.0.0.1 is held only by closing connections" in line, line
+    assert "(TIME_WAIT); wait up to a minute, or choose another port" in line, line
+    assert result.stdout == ""
 
 
 def test_config_file_sets_values(tmp_path: Path) -> None:

@@ -1,23 +1,31 @@
 # tests/test_bench.py -- the comparison benchmark: its pure parts and one tiny run.
 #
-# Strategy: loadtests/bench.py is pure, so it is tested on saved wrk output,
-# made-up /proc text and hand-built runs whose medians, ratios and target
-# verdicts are known.  The rendered haproxy/nginx configs are also checked by
-# the real programs' own config test when they are installed (skipped when
-# not).  One end-to-end run of scripts/benchmark with a tiny workload and
-# --only gservers --no-install (no haproxy/nginx needed) on free ports checks
-# the files it writes and that it stopped every server it started.
+# Strategy: loadtests/bench.py is pure, so it is tested on saved wrk output
+# and hand-built runs whose medians, ratios and target verdicts are known.
+# The process figures (loadtests/procstats.py) are tested against real
+# processes: a child that burns CPU, a parent with children and a
+# grandchild, one that has exited, one that allocated and freed memory, and
+# connections accepted from a real listener; every process is ended by PID.
+# The rendered haproxy/nginx configs are also checked by the real programs'
+# own config test when they are installed (skipped when not).  One
+# end-to-end run of scripts/benchmark with a tiny workload and --only
+# gservers --no-install (no haproxy/nginx needed) on free ports checks the
+# files it writes and that it stopped every server it started.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from loadtests import bench
+from loadtests import bench, procstats
 from loadtests.bench import IdleResult, Run
 from tests.support import ROOT, free_ports, wait_port_closed
 
@@ -86,20 +94,176 @@ def test_judge_wrk_bytes_and_empty_output() -> None:
     assert any("no request" in x for x in bench.judge_wrk(bench.parse_wrk("garbage"), size))
 
 
-# --------------------------------------------------------------------------- /proc text
+# --------------------------------------------------------------------------- procstats
 
-def test_proc_text_parsers() -> None:
-    stat = "4242 (python -m lb) S 17 4242 4242 0 -1 4194560 9 0 0 0 250 75 0 0 20 0 1 0 99 1 1"
-    assert bench.stat_cpu_seconds(stat, 100) == pytest.approx(3.25)
-    assert bench.stat_ppid(stat) == 17
-    status = "Name:\tpython\nVmHWM:\t   40960 kB\nVmRSS:\t   36864 kB\n"
-    assert bench.status_kb(status, "VmHWM") == 40960
-    assert bench.status_kb(status, "VmRSS") == 36864
-    assert bench.status_kb(status, "VmSwap") == 0
-    proc_stat = "cpu  100 5 50 1000 20 3 2 0 7 1\ncpu0 50 2 25 500 10 1 1 0 3 0\n"
-    assert bench.busy_seconds(proc_stat, 100) == pytest.approx((100 + 5 + 50 + 3 + 2) / 100)
-    with pytest.raises(ValueError):
-        bench.busy_seconds("intr 1 2 3\n")
+#: A process family for the procstats tests: ``family.py DEPTH WIDTH [MB]``
+#: prints its PID, then starts WIDTH children one level down and waits for
+#: them; at depth 0 it burns CPU, or with MB > 0 allocates that many MB,
+#: frees them, says "freed" and sleeps.  Every member ends by itself after a
+#: minute; the tests end them sooner, each by its PID.
+FAMILY = """\
+import os, subprocess, sys, time
+depth, width = int(sys.argv[1]), int(sys.argv[2])
+mb = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+os.write(1, b"%d\\n" % os.getpid())  # one write: the members share the pipe
+end = time.monotonic() + 60
+if depth:
+    kids = [subprocess.Popen([sys.executable, __file__, str(depth - 1), "1"])
+            for _ in range(width)]
+    for kid in kids:
+        kid.wait()
+elif mb:
+    block = b"x" * (mb << 20)
+    del block
+    os.write(1, b"freed\\n")
+    time.sleep(60)
+else:
+    while time.monotonic() < end:
+        pass
+"""
+
+
+class Family:
+    """The members of one FAMILY, by PID and start time (psutil.Process)."""
+
+    def __init__(self, tmp_path: Path, depth: int, width: int = 1, mb: int = 0) -> None:
+        script = tmp_path / "family.py"
+        script.write_text(FAMILY)
+        self.popen = subprocess.Popen([sys.executable, str(script), str(depth), str(width),
+                                       str(mb)], stdout=subprocess.PIPE, text=True)
+        self.members: list[psutil.Process] = []
+        try:
+            for _ in range(1 + width * depth):  # the top one, then `width` chains
+                self.members.append(psutil.Process(int(self.popen.stdout.readline())))
+        except BaseException:
+            self.end()
+            raise
+
+    def wait_line(self, text: str) -> None:
+        assert self.popen.stdout.readline().strip() == text
+
+    def end(self) -> None:
+        for member in reversed(self.members):
+            procstats.kill(member)
+        self.popen.wait(10)
+        self.popen.stdout.close()
+
+
+def wait_cpu(pid: int, seconds: float, timeout: float = 30.0) -> float:
+    """Poll until ``pid`` has used ``seconds`` of CPU (hang protection only)."""
+    deadline = time.monotonic() + timeout
+    while (used := procstats.cpu_seconds(pid)) < seconds:
+        assert time.monotonic() < deadline, f"{pid} used only {used:.2f} CPU s"
+        time.sleep(0.05)
+    return used
+
+
+def test_cpu_seconds_of_a_busy_process_grow(tmp_path: Path) -> None:
+    family = Family(tmp_path, depth=0)
+    try:
+        pid = family.popen.pid
+        first = wait_cpu(pid, 0.2)
+        assert wait_cpu(pid, first + 0.2) > first
+        times = psutil.Process(pid).cpu_times()
+        assert procstats.cpu_seconds(pid) >= times.user + times.system
+    finally:
+        family.end()
+
+
+def test_tree_sums_children_and_descendants(tmp_path: Path) -> None:
+    two = Family(tmp_path, depth=1, width=2)  # a waiting parent, two burning children
+    try:
+        parent, *kids = two.members
+        assert {p.pid for p in procstats.tree(parent.pid, recursive=False)} == \
+            {parent.pid, *(k.pid for k in kids)}
+        for kid in kids:
+            wait_cpu(kid.pid, 0.3)
+        parts = sum(procstats.cpu_seconds(p) for p in two.members)
+        assert procstats.tree_cpu_seconds(parent.pid, recursive=False) >= parts >= 0.6
+    finally:
+        two.end()
+    chain = Family(tmp_path, depth=2)  # parent -> child -> burning grandchild
+    try:
+        parent, child, grandchild = chain.members
+        assert [p.pid for p in procstats.tree(parent.pid)] == [p.pid for p in chain.members]
+        assert {p.pid for p in procstats.tree(parent.pid, recursive=False)} == \
+            {parent.pid, child.pid}
+        burnt = wait_cpu(grandchild.pid, 0.3)
+        everyone = procstats.tree_cpu_seconds(parent.pid)
+        near = procstats.tree_cpu_seconds(parent.pid, recursive=False)
+        assert everyone - near >= burnt - 0.05, (everyone, near, burnt)
+    finally:
+        chain.end()
+
+
+def test_a_process_that_is_gone_counts_as_nothing(tmp_path: Path) -> None:
+    popen = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = psutil.Process(popen.pid)
+    deadline = time.monotonic() + 20
+    while proc.status() != psutil.STATUS_ZOMBIE:  # exited, not yet reaped
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not procstats.alive(proc)
+    assert procstats.num_fds(proc) == 0 and procstats.peak_rss_kb(proc) == 0
+    procstats.cpu_seconds(proc)  # a zombie's own times: readable, no exception
+    popen.wait()
+    for pid in (popen.pid, proc):
+        assert procstats.cpu_seconds(pid) == 0.0
+        assert procstats.tree(pid) == [] and procstats.tree_cpu_seconds(pid) == 0.0
+        assert procstats.rss_kb(pid) == 0 and procstats.peak_rss_kb(pid) == 0
+        assert procstats.num_fds(pid) == 0 and procstats.established([pid], 80) == 0
+    assert procstats.process(popen.pid) is None
+    assert not procstats.alive(proc)
+    procstats.kill(proc)  # nothing to kill, no exception
+
+
+def test_peak_rss_is_at_least_rss_and_keeps_a_freed_peak(tmp_path: Path) -> None:
+    family = Family(tmp_path, depth=0, mb=100)
+    try:
+        family.wait_line("freed")
+        pid = family.popen.pid
+        rss, peak = procstats.rss_kb(pid), procstats.peak_rss_kb(pid)
+        assert rss > 0 and peak >= rss
+        assert peak >= 100 * 1024, peak
+        assert rss < peak - 50 * 1024, (rss, peak)  # the 100 MB went back; the peak stays
+        assert procstats.rss_kb(pid) == psutil.Process(pid).memory_info().rss // 1024
+    finally:
+        family.end()
+
+
+def test_num_fds_counts_open_descriptors(tmp_path: Path) -> None:
+    before = procstats.num_fds(os.getpid())
+    with open(tmp_path / "f", "w"):
+        assert procstats.num_fds(os.getpid()) == before + 1
+    assert procstats.num_fds(os.getpid()) == before
+
+
+def test_established_counts_accepted_connections_only() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        accepted = [listener.accept()[0] for _ in range(2)]  # the third stays queued
+        try:
+            assert procstats.established([os.getpid(), os.getpid()], port) == 2
+            accepted.pop().close()
+            assert procstats.established([os.getpid()], port) == 1
+        finally:
+            for sock in clients + accepted:
+                sock.close()
+
+
+def test_machine_busy_seconds_include_a_busy_child(tmp_path: Path) -> None:
+    family = Family(tmp_path, depth=0)
+    try:
+        pid = family.popen.pid
+        busy0, cpu0 = procstats.machine_busy_seconds(), procstats.cpu_seconds(pid)
+        cpu1 = wait_cpu(pid, cpu0 + 0.5)
+        busy1 = procstats.machine_busy_seconds()
+        assert busy1 - busy0 >= 0.5 * (cpu1 - cpu0), (busy1 - busy0, cpu1 - cpu0)
+    finally:
+        family.end()
 
 
 # --------------------------------------------------------------------------- configs

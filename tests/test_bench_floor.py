@@ -20,7 +20,7 @@ SCRIPT = str(ROOT / "scripts" / "bench_floor.py")
 
 def test_tiny_run_is_valid_and_stops_its_servers() -> None:
     ports = free_ports(6)
-    proc = subprocess.run([sys.executable, SCRIPT, "--rounds", "1", "--requests", "300",
+    proc = subprocess.run([sys.executable, SCRIPT, "--rounds", "1", "--requests", "2000",
                            "--ports", ",".join(map(str, ports))],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,12 +2,13 @@
 #
 # Strategy: everything goes through the real command line in a subprocess.
 # --help must exit 0 and name every flag generated from LBConfig.  Each bad
-# configuration (a flag, a TOML file, a port in use) must end the process
-# with exit code 2 and exactly one line on stderr that names the problem --
-# never a traceback, never a half-started balancer.  A TOML file's backends
-# and policy are checked as the running balancer reports them on /stats and
-# as traffic actually flows (real gservers backends), and flags given next
-# to the file must win.
+# configuration (a flag, a TOML file, a port in use or held only by TIME_WAIT
+# sockets of earlier connections) must end the process with exit code 2 and
+# exactly one line on stderr that names the problem -- never a traceback,
+# never a half-started balancer.  A TOML file's backends and policy are
+# checked as the running balancer reports them on /stats and as traffic
+# actually flows (real gservers backends), and flags given next to the file
+# must win.
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ from tests.support import (
     start_backend,
     start_lb,
 )
+from tests.test_backend_cli import time_wait_port
 
 
 def flags() -> list[str]:
@@ -132,6 +134,16 @@ def test_listen_port_busy(workers: str) -> None:
         assert str(backend.port) in line and "in use" in line, line
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_listen_port_held_by_time_wait(workers: str) -> None:
+    port = time_wait_port()
+    line = one_error_line(run_cli(
+        "lb", "--listen", f"127.0.0.1:{port}", "--admin", "off",
+        "--backend", "127.0.0.1:9", "--workers", workers))
+    assert f"port {port} on 127.0.0.1 is held only by closing connections" in line, line
+    assert "(TIME_WAIT); wait up to a minute, or choose another port" in line, line
 
 
 def test_admin_port_busy() -> None:

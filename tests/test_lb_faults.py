@@ -25,8 +25,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
+from loadtests import procstats
 from tests import loadclient
 from tests.loadclient import LoadClient
 from tests.support import (
@@ -55,7 +57,7 @@ class Procs:
 
     def __init__(self) -> None:
         self.servers: list[Server] = []
-        self.pids: list[tuple[int, str]] = []   #: (pid, starttime) of workers seen
+        self.pids: list[psutil.Process] = []   #: workers seen (PID and start time)
 
     def add(self, server: Server) -> Server:
         self.servers.append(server)
@@ -79,13 +81,8 @@ class Procs:
                 server.stop(timeout=15)
         # Workers of a --workers master that outlived it (only if the master
         # was killed): the same PID *and* start time as when we saw them.
-        for pid, started in self.pids:
-            info = proc_stat(pid)
-            if info is not None and info[2] == started:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for proc in self.pids:
+            procstats.kill(proc)
 
 
 @pytest.fixture
@@ -132,25 +129,11 @@ def backend_stats(lb: Balancer) -> dict[str, dict]:
     return {b["name"]: b for b in lb.stats()["backends"]}
 
 
-def proc_stat(pid: int) -> tuple[str, int, str] | None:
-    """(state, ppid, starttime) of ``pid`` from /proc, or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = text[text.rindex(")") + 2:].split()
-    return rest[0], int(rest[1]), rest[19]
-
-
-def children(parent: int) -> dict[int, str]:
-    """Live (non-zombie) processes whose parent is ``parent``: pid -> starttime."""
-    out: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = proc_stat(int(entry))
-            if info is not None and info[1] == parent and info[0] != "Z":
-                out[int(entry)] = info[2]
-    return out
+def children(parent: int) -> dict[int, psutil.Process]:
+    """Live (non-zombie) processes whose parent is ``parent``, by PID (each
+    psutil.Process also knows its start time)."""
+    return {proc.pid: proc for proc in procstats.tree(parent, recursive=False)[1:]
+            if procstats.alive(proc)}
 
 
 def metric(text: str, family: str, labels: str = "") -> float | None:
@@ -488,7 +471,7 @@ def test_workers_replaced_after_sigkill_and_master_sigterm(procs: Procs) -> None
     master = lb.server.pid
     assert wait_until(lambda: len(children(master)) == 2)
     first = children(master)
-    procs.pids.extend(first.items())
+    procs.pids.extend(first.values())
     for _ in range(10):
         reply = get(lb.port)
         assert reply is not None and reply.status == 200 and reply.body == PAGE
@@ -503,7 +486,7 @@ def test_workers_replaced_after_sigkill_and_master_sigterm(procs: Procs) -> None
 
     assert wait_until(replaced, timeout=15), lb.server.log
     current = children(master)
-    procs.pids.extend((p, s) for p, s in current.items() if p not in first)
+    procs.pids.extend(proc for pid, proc in current.items() if pid not in first)
     assert wait_until(lambda: (r := get(lb.port, timeout=5)) is not None and r.status == 200,
                       timeout=10)
     for _ in range(20):
@@ -512,9 +495,8 @@ def test_workers_replaced_after_sigkill_and_master_sigterm(procs: Procs) -> None
     assert "starting a new one" in lb.server.log
     lb.server.signal(signal.SIGTERM)
     assert lb.server.proc.wait(30) == 0, lb.server.log
-    for pid, started in {**first, **current}.items():
-        info = proc_stat(pid)
-        assert info is None or info[2] != started, f"worker {pid} outlived its master"
+    for pid, proc in {**first, **current}.items():
+        assert not procstats.alive(proc), f"worker {pid} outlived its master"
 
 
 # -- 7. /stats and /metrics --------------------------------------------------------

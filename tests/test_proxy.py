@@ -12,12 +12,12 @@
 # added, bodies re-framed but byte-exact.  Keep-alive reuse is checked from
 # both ends (the origin's accepted connections and the balancer's /stats);
 # per-request balancing uses four real gservers backends; the streaming test
-# reads the balancer's peak RSS (VmHWM) from /proc.  The balancer's health
-# checks are made rare (one at start, which the origin answers and records
-# apart) so that the origin's records are the proxied traffic only.  No
-# timing is asserted; timeouts only stop hangs.  Behaviour that contradicts
-# RFC 9110/9112 or the balancer's documentation is a strict xfail naming
-# the bug.
+# reads the balancer's peak RSS (VmHWM, with loadtests/procstats.py).  The
+# balancer's health checks are made rare (one at start, which the origin
+# answers and records apart) so that the origin's records are the proxied
+# traffic only.  No timing is asserted; timeouts only stop hangs.  Behaviour
+# that contradicts RFC 9110/9112 or the balancer's documentation is a strict
+# xfail naming the bug.
 from __future__ import annotations
 
 import hashlib
@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from loadtests import procstats
 from tests.recording_backend import (
     PATTERN,
     RecordingBackend,
@@ -523,14 +524,6 @@ def test_close_delimited_response_to_http10_client(rig: Rig) -> None:
 MB = 1 << 20
 
 
-def peak_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 class PatternCheck:
     """Checks a stream against the endless PATTERN, piece by piece."""
 
@@ -574,8 +567,8 @@ def test_large_response_is_streamed(streaming: Rig) -> None:
         assert check.bad_at is None, f"content differs at byte {check.bad_at}"
         streaming.origin.responder = fixed(b"small")
         assert c.request(get("/after")).status == 200  # and the connection is reusable
-    peak = peak_rss_kib(streaming.lb.server.pid)
-    assert peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
+    peak = procstats.peak_rss_kb(streaming.lb.server.pid)
+    assert 0 < peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
 
 
 def concurrency_probe(delay: float) -> tuple[Any, dict[str, int]]:
@@ -695,8 +688,8 @@ def test_large_request_body_is_streamed(streaming: Rig, framing: str) -> None:
         assert req.all("Transfer-Encoding") == [b"chunked"] and b"content-length" not in req.names()
     assert len(req.body) == total
     assert hashlib.sha256(req.body).hexdigest() == expected.hexdigest()
-    peak = peak_rss_kib(streaming.lb.server.pid)
-    assert peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
+    peak = procstats.peak_rss_kb(streaming.lb.server.pid)
+    assert 0 < peak < 100 * 1024, f"balancer peak RSS {peak} KiB"
 
 
 # -- (f) bodiless responses ------------------------------------------------------------------
