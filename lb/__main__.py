@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 
-from gservers.netutil import ListenError, raise_nofile_limit
+from gservers.net.listen import ListenError, raise_nofile_limit
 from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
 from lb.config import Address, LBConfig
 

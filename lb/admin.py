@@ -34,7 +34,7 @@ def snapshot(proxy: Proxy, backends: Backends) -> dict[str, Any]:
             "responses": {str(k): v for k, v in sorted(stats.responses.items())},
             "retries": stats.retries,
             "client_connections": stats.client_connections,
-            "draining": proxy.tracker.draining,
+            "draining": proxy.idle.draining,
         },
         "backends": [{
             "name": s.name,

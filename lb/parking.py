@@ -15,7 +15,7 @@ from typing import Any
 
 from gevent import get_hub
 
-from gservers.connection import readable
+from gservers.net.stream import readable
 
 #: Seconds a client connection waits for its next request in a greenlet before
 #: it is parked (parking costs a greenlet and two watchers per wake-up).
@@ -38,11 +38,10 @@ class Parking:
         proxy, sock = self.proxy, self.sock
         if proxy.pool is None or readable(sock):
             return False
-        slots = proxy.pool._semaphore  # gevent's servers watch this same semaphore
-        if not slots.acquire(blocking=False):
+        if not proxy.pool.hold():
             return False
         if not self.stream.go_idle():
-            slots.release()
+            proxy.pool.release()
             return False
         loop = get_hub().loop
         io, timer = loop.io(sock.fileno(), 1), loop.timer(max(keepalive, 0.001))
@@ -60,7 +59,7 @@ class Parking:
                 watcher.close()
             self._watchers = None
             self.proxy.parked.pop(self.sock, None)
-            self.proxy.pool._semaphore.release()
+            self.proxy.pool.release()
 
     def _wake(self, expired: bool) -> None:
         """In the hub: bytes (or EOF) arrived, or the keep-alive time ran out."""

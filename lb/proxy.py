@@ -16,20 +16,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gservers.app import Response, error_response
-from gservers.connection import (
-    ClientStream,
-    Draining,
-    RequestTimeout,
-    StillIdle,
-    Tracker,
-    close_gently,
-    reject,
-    send_response,
-    set_nodelay,
-)
 from gservers.http import (
     LAST_CHUNK,
     Data,
@@ -42,12 +30,28 @@ from gservers.http import (
     ResponseParser,
     chunk,
 )
+from gservers.http.responses import CONTINUE, Response, error_response, expects_continue
+from gservers.net.idle import IdleConnections
+from gservers.net.stream import (
+    RECV_SIZE,
+    ClientStream,
+    Draining,
+    RequestTimeout,
+    StillIdle,
+    close_gently,
+    reject,
+    send_response,
+    set_nodelay,
+)
 from lb.backends import Backends, BackendState, RetryBudget
 from lb.bodies import ClientGone, RequestBody
 from lb.config import LBConfig
 from lb.parking import PARK_AFTER, Parking
 from lb.rewrite import client_response, upstream_request
 from lb.upstream import Busy, ConnectError
+
+if TYPE_CHECKING:
+    from gservers.net.greenpool import GreenletPool
 
 SERVER = b"gservers-lb/0.1"
 #: Seconds a new connection that has sent nothing yet waits in its greenlet
@@ -60,7 +64,6 @@ FRESH_PARK_AFTER = 0.05
 #: X-Forwarded-Proto, Via): whatever it accepts, a backend with the default
 #: limits accepts after rewriting.
 CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
-RECV_SIZE = 65536
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 
@@ -97,20 +100,23 @@ class Proxy:
     recv (about 9 KB each), a connection waiting for a request -- one that
     has sent nothing yet at once, one between requests after PARK_AFTER
     seconds -- keeps only an I/O watcher and a keep-alive timer (about 2 KB),
-    and is given a greenlet again from the server's pool when bytes arrive.  ``parked`` holds their
+    and is given a greenlet again from the server's pool when bytes arrive.
+    ``parked`` holds their
     sockets, which the server must not close when the handler returns."""
 
-    def __init__(self, config: LBConfig, backends: Backends, access_log: Any = None) -> None:
+    def __init__(self, config: LBConfig, backends: Backends, pool: GreenletPool | None = None,
+                 access_log: Any = None) -> None:
+        """``pool``: the server's greenlet pool; a parked connection holds one
+        of its slots, so --max-connections still bounds active and parked
+        connections.  Without one, connections are never parked."""
         self.config = config
         self.backends = backends
-        self.tracker = Tracker()
+        self.idle = IdleConnections()
         self.stats = Stats()
         self.budget = RetryBudget(config.retry_budget)
         self.access_log = access_log
         self.parked: dict[Any, _ClientConnection] = {}  #: socket -> its connection
-        #: The server's greenlet pool; a parked connection holds one of its
-        #: slots, so --max-connections still bounds active + parked ones.
-        self.pool: Any = None
+        self.pool = pool
 
     def handle(self, sock: Any, address: Any) -> None:
         """The StreamServer handler: proxy one client connection."""
@@ -130,7 +136,7 @@ class _ClientConnection(Parking, RequestBody):
         self.sock = sock
         self.client_ip = str(address[0]).encode() if address else b"-"
         self.key = str(address[0]) if address else "-"
-        self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.tracker,
+        self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.idle,
                                    self.config.header_timeout, self.config.keepalive_timeout,
                                    FRESH_PARK_AFTER if proxy.pool is not None else None)
         self._prefix: list[bytes] = []
@@ -148,7 +154,7 @@ class _ClientConnection(Parking, RequestBody):
 
     def _close(self) -> None:
         self.stream.parser.release()
-        self.proxy.tracker.set_busy(self.sock)
+        self.proxy.idle.set_busy(self.sock)
         self.proxy.stats.client_connections -= 1
         try:
             self.sock.close()
@@ -198,8 +204,8 @@ class _ClientConnection(Parking, RequestBody):
             return self._local(head, HttpError(405, "CONNECT is not supported"), False,
                                started=started)
         has_body = head.chunked or bool(head.content_length)
-        if has_body and head.version == "1.1" and b"100-continue" in head.tokens(b"expect"):
-            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expects_continue(head):
+            self.sock.sendall(CONTINUE)
         body: bytes | None = b""
         if has_body:
             try:
@@ -239,7 +245,7 @@ class _ClientConnection(Parking, RequestBody):
         if retry_after:
             response = Response(response.status, response.headers + ((b"Retry-After", b"1"),),
                                 response.body, close=response.close)
-        keep = keep_alive and head.keep_alive and not self.proxy.tracker.draining
+        keep = keep_alive and head.keep_alive and not self.proxy.idle.draining
         self.stream.sending(self.config.send_timeout)
         send_response(self.sock, response, head, keep, SERVER)
         self.proxy.stats.count(error.status)
@@ -334,7 +340,7 @@ class _ClientConnection(Parking, RequestBody):
         out = Outcome()
         client_11 = head.version == "1.1"
         rechunk = False
-        keep = head.keep_alive and not self.proxy.tracker.draining
+        keep = head.keep_alive and not self.proxy.idle.draining
         upstream_keep = False
         done = False
         interim = False

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -21,10 +20,9 @@ import gevent
 from gevent import socket as gsocket
 from gevent.event import Event
 
-from gservers.async_server import Server, tune_gevent
-from gservers.connection import IDLE_LINGER
-from gservers.greenpool import GreenletPool
-from gservers.netutil import bind, bound_port
+from gservers.net.greenpool import GreenletPool
+from gservers.net.listen import bind, bound_port
+from gservers.net.server import Server, tune_gevent
 from gservers.settings import ConfigError
 from lb.admin import serve_admin, snapshot
 from lb.backends import Backends
@@ -59,13 +57,13 @@ class Worker:
         if config.admin is not None:
             self.admin_listener = bind(config.admin.host, config.admin.port, 128,
                                        gsocket.socket, reuse_port)
-        self.proxy = Proxy(config, Backends(config), open_access_log(config.access_log))
         self.pool = GreenletPool(config.max_connections)
-        self.server = Server(self.listener, self.proxy.handle, spawn=self.pool)
+        self.proxy = Proxy(config, Backends(config), self.pool,
+                           open_access_log(config.access_log))
         # Parked (idle, greenlet-less) connections hold a pool slot and stay
         # open when their handler returns; see lb.proxy.Proxy.
-        self.proxy.pool = self.pool
-        self.server.keep_open = self.proxy.parked.__contains__
+        self.server = Server(self.listener, self.proxy.handle, self.pool,
+                             keep_open=self.proxy.parked.__contains__)
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
@@ -130,14 +128,7 @@ class Worker:
                  " ".join(s.name for s in backends.states))
 
     def _drain(self) -> None:
-        grace = self.config.grace
-        log.info("stopping: draining %d connection(s), grace %.1fs", len(self.pool), grace)
-        self.server.close()
-        deadline = time.monotonic() + grace
-        self.proxy.tracker.drain(gevent.sleep, min(IDLE_LINGER, grace / 2))
-        if not self.pool.join(timeout=max(0.0, deadline - time.monotonic())):
-            log.warning("grace period over; closing %d connection(s)", len(self.pool))
-            self.pool.kill(block=True, timeout=1)
+        self.server.drain(self.config.grace, self.proxy.idle, log)
         self.proxy.close_parked()
         self.health.stop()
         self.proxy.backends.close()

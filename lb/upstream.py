@@ -19,7 +19,7 @@ from typing import Any
 
 from gevent.lock import BoundedSemaphore
 
-from gservers.greensock import GreenSocket
+from gservers.net.greensock import GreenSocket
 
 
 class ConnectError(Exception):

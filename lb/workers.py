@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from gservers.netutil import ListenError, bind
+from gservers.net.listen import ListenError, bind
 from lb.config import LBConfig
 
 log = logging.getLogger("lb.master")

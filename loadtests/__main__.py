@@ -20,7 +20,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from gservers.netutil import raise_nofile_limit
+from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
 from loadtests import ab, report
 from loadtests.cell import MODELS, Cell, from_ab

@@ -21,9 +21,9 @@ import itertools
 import sys
 from typing import Any
 
-from gservers.async_server import Server
-from gservers.greenpool import GreenletPool
-from gservers.greensock import GreenSocket
+from gservers.net.greenpool import GreenletPool
+from gservers.net.greensock import GreenSocket
+from gservers.net.server import Server
 
 CRLF2 = b"\r\n\r\n"
 
@@ -55,7 +55,7 @@ def serve(port: int, backends: list[int]) -> None:
                 return
             client.sendall(answer.replace(CRLF2, b"\r\nConnection: keep-alive" + CRLF2, 1))
 
-    Server(("127.0.0.1", port), handle, spawn=GreenletPool(10000), backlog=4096).serve_forever()
+    Server(("127.0.0.1", port), handle, GreenletPool(10000), backlog=4096).serve_forever()
 
 
 def main(argv: list[str] | None = None) -> int:

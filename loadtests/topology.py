@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from gservers.netutil import only_time_wait
+from gservers.net.listen import only_time_wait
 from loadtests import procstats
 
 

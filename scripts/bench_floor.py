@@ -12,16 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from loadtests import ab  # noqa: E402
-from loadtests.topology import Topology, TopologyError  # noqa: E402
+from loadtests import ab
+from loadtests.topology import Topology, TopologyError
 
 PROG = "scripts/bench_floor"
 

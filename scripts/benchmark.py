@@ -36,13 +36,11 @@ from typing import Any
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from gservers.net.listen import raise_nofile_limit
+from loadtests import ab, bench, procstats
+from loadtests.topology import wait_healthy, wait_port
 
-from gservers.netutil import raise_nofile_limit  # noqa: E402
-from loadtests import ab, bench, procstats  # noqa: E402
-from loadtests.topology import wait_healthy, wait_port  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROG = "scripts/benchmark"
 HOST = "127.0.0.1"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from gservers.netutil import only_time_wait
+from gservers.net.listen import only_time_wait
 from tests.support import ROOT, Server, exchange, run_cli, start, start_backend, wait_port_closed
 
 MODULE = "gservers.backend"

@@ -34,7 +34,7 @@ from gevent.event import Event
 from gevent.server import StreamServer
 from greenlet import GreenletExit, getcurrent
 
-from gservers.greenpool import GreenletPool
+from gservers.net.greenpool import GreenletPool
 
 LIMIT = 5.0  #: hard bound on each test body (seconds); hang protection only
 LOCAL = "127.0.0.1"

@@ -34,7 +34,7 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 
-from gservers.greensock import GreenSocket, wrap_accepted
+from gservers.net.greensock import GreenSocket, wrap_accepted
 from loadtests import procstats
 
 LIMIT = 10.0  #: hard bound on each test body (seconds); hang protection only

@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
 from hypothesis import strategies as st
 
-from gservers.app import App
-from gservers.config import DEFAULT_ROOT
-from gservers.connection import frame
+from gservers.backend.app import App
+from gservers.backend.config import DEFAULT_ROOT
 from gservers.http import Data, End, Head, Limits, Rejected, RequestParser
+from gservers.http.responses import frame
 from lb.rewrite import upstream_request
 from tests.recording_backend import Connection, RecordingBackend, Request
 from tests.recording_backend import Reply as Scripted

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from gservers.config import BackendConfig
-from gservers.netutil import ListenError, raise_nofile_limit
+from gservers.backend.config import BackendConfig
+from gservers.net.listen import ListenError, raise_nofile_limit
 from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
 
 PROG = "python -m gservers.backend"
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     raise_nofile_limit()
-    from gservers.servers import run
+    from gservers.backend.models import run
     try:
         return run(config)
     except ListenError as exc:

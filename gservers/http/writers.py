@@ -1,4 +1,4 @@
-# gservers/writers.py -- HTTP/1.1 bytes out: status lines, heads, chunks, dates.
+# gservers/http/writers.py -- HTTP/1.1 bytes out: status lines, heads, chunks, dates.
 #
 # Strategy: pure functions returning bytes, no sockets; the date is made at
 # most once a second and status lines once at import, since every response

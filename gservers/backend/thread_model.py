@@ -1,4 +1,4 @@
-# gservers/thread_server.py -- the thread model: one OS thread per connection.
+# gservers/backend/thread_model.py -- the thread model: one OS thread per connection.
 #
 # Strategy: the model the seed compared against, done properly.  The main
 # thread accepts; each connection gets a real OS thread of its own for its
@@ -23,10 +23,11 @@ import socket
 import threading
 import time
 
-from gservers.app import App
-from gservers.config import BackendConfig
-from gservers.connection import IDLE_LINGER, Tracker, serve
-from gservers.netutil import bind, bound_port
+from gservers.backend.app import App
+from gservers.backend.config import BackendConfig
+from gservers.backend.connection import serve
+from gservers.net.idle import IDLE_LINGER, IdleConnections
+from gservers.net.listen import bind, bound_port
 
 log = logging.getLogger("gservers.thread")
 
@@ -48,7 +49,7 @@ class ThreadServer:
         self.listener = bind(config.host, config.port, config.backlog, socket.socket)
         self.listener.setblocking(False)
         self.app = App(config.root)
-        self.tracker = Tracker()
+        self.idle = IdleConnections()
         self._live = 0
         self._live_lock = threading.Lock()
         self._handoff: queue.SimpleQueue = queue.SimpleQueue()
@@ -64,7 +65,7 @@ class ThreadServer:
         """A handler thread: serve this connection, then any handed over."""
         while True:
             try:
-                serve(conn, address, self.app, self.config, self.tracker)
+                serve(conn, address, self.app, self.config, self.idle)
             finally:
                 with self._live_lock:
                     self._live -= 1
@@ -141,7 +142,7 @@ class ThreadServer:
         """Stop accepting; let live connections finish within the grace period."""
         self.listener.close()
         deadline = time.monotonic() + self.config.grace
-        self.tracker.drain(time.sleep, min(IDLE_LINGER, self.config.grace / 2))
+        self.idle.drain(time.sleep, min(IDLE_LINGER, self.config.grace / 2))
         while self.live and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.live:

@@ -1,4 +1,4 @@
-# gservers/config.py -- the backend's settings.
+# gservers/backend/config.py -- the backend's settings.
 #
 # Strategy: one frozen dataclass, each field documented once (help, parser,
 # default) through ``settings.setting``; the CLI and the TOML file are both
@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gservers.http import Limits
+from gservers.backend.models import MODELS
 from gservers.settings import LOG_LEVELS, choice, port, positive_int, seconds, setting
 
 #: The sample site served when no --root is given.
-DEFAULT_ROOT = str(Path(__file__).resolve().parent / "site")
-MODELS = ("async", "thread")
+DEFAULT_ROOT = str(Path(__file__).resolve().parent.parent / "site")
 
 
 def directory(value: Any) -> str:
@@ -52,8 +51,3 @@ class BackendConfig:
     grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests",
                            parse=seconds, metavar="SECONDS")
     log_level: str = setting("info", "logging level", parse=choice(*LOG_LEVELS))
-
-    @property
-    def limits(self) -> Limits:
-        """Framing limits for the request parser."""
-        return Limits()

@@ -1,4 +1,4 @@
-# gservers/netutil.py -- process and listener set-up shared by every program.
+# gservers/net/listen.py -- process and listener set-up shared by every program.
 #
 # Strategy: the few OS-facing steps each server does once at start, with the
 # errors a user can act on turned into one clear line: a port in use (or

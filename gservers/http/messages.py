@@ -1,4 +1,4 @@
-# gservers/messages.py -- what the HTTP/1.1 framing produces: heads, body
+# gservers/http/messages.py -- what the HTTP/1.1 framing produces: heads, body
 # data, ends, rejections and the errors that carry a status.
 #
 # Strategy: plain immutable values with no behaviour beyond header lookup,

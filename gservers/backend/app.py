@@ -1,4 +1,4 @@
-# gservers/app.py -- what a backend answers: request head + body -> Response.
+# gservers/backend/app.py -- what a backend answers: request head + body -> Response.
 #
 # Strategy: no sockets and no clocks here, so both server models give the same
 # bytes.  GET/HEAD serve files under the document root, POST is read and
@@ -15,14 +15,11 @@ import mimetypes
 import os
 import stat
 import time
-from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-from gservers.http import Head, HttpError
+from gservers.http import Head, Headers, HttpError
+from gservers.http.responses import ALLOW, Response, error_response
 
-Headers = tuple[tuple[bytes, bytes], ...]
-
-ALLOW = b"GET, HEAD, POST, OPTIONS"
 POST_BODY = b"OK\n"
 HEALTH_PATH = b"/health"
 #: Files up to this size are kept in memory; larger ones are streamed.
@@ -33,29 +30,6 @@ RESOLVE_ENTRIES = 4096
 
 # Methods llhttp knows that we do not serve: 405 with Allow (RFC 9110 15.5.6).
 _KNOWN_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"OPTIONS"})
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A response before framing: the connection adds Date, Server and
-    Connection.  ``path`` names a file to stream after the head instead of
-    ``body``; ``close`` asks the connection to close after sending it."""
-
-    status: int
-    headers: Headers
-    body: bytes = b""
-    path: str | None = None
-    close: bool = False
-
-
-def error_response(error: HttpError, close: bool = True) -> Response:
-    """A short text/plain answer for ``error``."""
-    body = b"%d %s\n" % (error.status, error.reason.encode("ascii", "replace"))
-    headers: Headers = ((b"Content-Type", b"text/plain; charset=utf-8"),
-                        (b"Content-Length", b"%d" % len(body)))
-    if error.status == 405:
-        headers += ((b"Allow", ALLOW),)
-    return Response(error.status, headers, body, close=close)
 
 
 NOT_FOUND = error_response(HttpError(404, "not found"), close=False)

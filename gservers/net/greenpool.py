@@ -1,14 +1,13 @@
-# gservers/greenpool.py -- a bounded pool of reusable greenlets for servers.
+# gservers/net/greenpool.py -- a bounded pool of reusable greenlets for servers.
 #
-# Strategy: gevent's Pool makes a new Greenlet for every connection, and
-# creating, starting, linking and finishing one measured ~12 µs here --
-# more than parsing a request.  This pool keeps the greenlets: one whose
-# handler returned waits in the hub for the next connection, and handing
-# it one is a callback and a switch (~1.5 µs).  gevent has no such pool,
-# so it is written here.  The bound is a gevent semaphore of ``size``
-# slots, the same shape as gevent's Pool, so a StreamServer stops
-# accepting when it is full and starts again when a slot frees (it links
-# to ``_semaphore``), and a caller may hold a slot without a greenlet (the
+# Strategy: gevent's Pool makes a new Greenlet for every connection, which
+# costs more than parsing a request.  This pool keeps the greenlets: one
+# whose handler returned waits in the hub for the next connection, and
+# handing it one is a callback and a switch.  gevent has no such pool, so it
+# is written here.  The bound is a gevent semaphore of ``size`` slots, the
+# same shape as gevent's Pool, so a StreamServer stops accepting when it is
+# full and starts again when a slot frees (gevent links to ``_semaphore``),
+# and a caller may hold a slot without a greenlet (``hold``/``release``: the
 # balancer's parked connections do).
 from __future__ import annotations
 
@@ -49,7 +48,17 @@ class GreenletPool:
         return self._semaphore.locked()
 
     def free_count(self) -> int:
+        """Slots free now."""
         return self._semaphore.counter
+
+    def hold(self) -> bool:
+        """Take a slot without running anything, if one is free now; the
+        caller gives it back with ``release``."""
+        return self._semaphore.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a slot taken with ``hold``."""
+        self._semaphore.release()
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> None:
         """Run ``func(*args)`` in a pooled greenlet soon; waits for a slot

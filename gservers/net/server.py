@@ -1,36 +1,26 @@
-# gservers/async_server.py -- the asynchronous model: greenlets on one thread.
+# gservers/net/server.py -- the server base every gevent server here runs on.
 #
-# Strategy: gevent's StreamServer with ``spawn=GreenletPool(max_connections)``: each
-# accepted connection runs the shared blocking handler in a greenlet; a full
-# pool stops accepting and the kernel backlog holds the rest.  The sockets are
-# gevent's own, so nothing is monkey-patched.  SIGTERM/SIGINT close the
-# listener, wake idle keep-alive connections, and wait (up to the grace
-# period) for the pool to empty.
+# Strategy: gevent's StreamServer with a GreenletPool as its spawn: each
+# accepted connection runs a plain blocking handler in a reused greenlet on
+# a GreenSocket; a full pool stops accepting and the kernel backlog holds the
+# rest.  On top of gevent's lifecycle this adds what every server of ours
+# needs: riding out a shortage of descriptors without a traceback per accept,
+# the graceful drain, and the process-wide gevent settings applied at start.
 from __future__ import annotations
 
 import errno
 import gc
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import gevent
-from gevent import socket as gsocket
-from gevent.event import Event
 from gevent.server import StreamServer
 
-from gservers.app import App
-from gservers.config import BackendConfig
-from gservers.connection import IDLE_LINGER, Tracker, serve
-from gservers.greenpool import GreenletPool
-from gservers.greensock import wrap_accepted
-from gservers.netutil import bind, bound_port
-
-log = logging.getLogger("gservers.async")
+from gservers.net.greenpool import GreenletPool
+from gservers.net.greensock import wrap_accepted
+from gservers.net.idle import IDLE_LINGER, IdleConnections
 
 #: Net allocations between generation-0 garbage collections (Python's default: 700).
 GC_THRESHOLD = 20000
@@ -47,9 +37,18 @@ class Server(StreamServer):
 
     PAUSE = 0.1
     _warned = 0.0
-    #: A predicate: sockets for which it is true stay open when their handler
-    #: returns (the balancer parks idle connections without a greenlet).
-    keep_open: Callable[[Any], bool] | None = None
+
+    def __init__(self, listener: Any, handle: Callable[[Any, Any], Any], pool: GreenletPool,
+                 keep_open: Callable[[Any], bool] | None = None,
+                 backlog: int | None = None) -> None:
+        """Serve ``listener`` (a listening socket, or an address to bind
+        with ``backlog``) with ``handle(sock, address)`` in greenlets of
+        ``pool``.  ``keep_open``: a predicate; a socket for which it is true
+        stays open when its handler returns (a server that holds idle
+        connections without a greenlet closes them itself)."""
+        super().__init__(listener, handle, backlog=backlog, spawn=pool)
+        self.pool: GreenletPool = pool
+        self.keep_open = keep_open
 
     def do_close(self, sock: Any, *args: Any) -> None:
         if self.keep_open is None or not self.keep_open(sock):
@@ -78,6 +77,18 @@ class Server(StreamServer):
         if self.started and not self.closed:
             self.start_accepting()
 
+    def drain(self, grace: float, idle: IdleConnections, log: logging.Logger) -> None:
+        """A graceful stop: stop accepting, give idle keep-alive connections
+        a moment to send one more request (then wake them to close), let
+        busy ones finish within ``grace`` seconds, then kill what is left."""
+        log.info("stopping: draining %d connection(s), grace %.1fs", len(self.pool), grace)
+        self.close()
+        deadline = time.monotonic() + grace
+        idle.drain(gevent.sleep, min(IDLE_LINGER, grace / 2))
+        if not self.pool.join(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("grace period over; closing %d connection(s)", len(self.pool))
+            self.pool.kill(block=True, timeout=1)
+
 
 def tune_gevent() -> None:
     """Process-wide settings for a gevent server, applied at start (never on
@@ -90,30 +101,3 @@ def tune_gevent() -> None:
     gevent.config.track_greenlet_tree = False
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
-
-
-def run(config: BackendConfig) -> int:
-    """Serve until SIGTERM or SIGINT; return the exit code."""
-    tune_gevent()
-    stop = Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # before the port opens
-        gevent.signal_handler(signum, stop.set)
-    listener = bind(config.host, config.port, config.backlog, gsocket.socket)
-    tracker = Tracker()
-    pool = GreenletPool(config.max_connections)
-    handler = partial(serve, app=App(config.root), config=config, tracker=tracker)
-    server = Server(listener, handler, spawn=pool)
-    server.start()
-    log.info("async backend listening on http://%s:%d (pid %d, pool %d)",
-             config.host, bound_port(listener), os.getpid(), config.max_connections)
-    stop.wait()
-    log.info("stopping: draining %d connection(s), grace %.1fs", len(pool), config.grace)
-    server.close()
-    deadline = time.monotonic() + config.grace
-    tracker.drain(gevent.sleep, min(IDLE_LINGER, config.grace / 2))
-    if not pool.join(timeout=max(0.0, deadline - time.monotonic())):
-        log.warning("grace period over; closing %d connection(s)", len(pool))
-        pool.kill(block=True, timeout=1)
-    log.info("stopped")
-    return 0
-

@@ -1,114 +1,37 @@
-# gservers/connection.py -- one client connection, served to the end.
+# gservers/net/stream.py -- a client connection as parser events, and answers back.
 #
 # Strategy: a plain blocking loop over a socket-like object (recv, sendall,
-# settimeout, shutdown, close), so a gevent socket in a greenlet and an OS
-# socket in a thread run exactly the same code; the server models differ only
-# in how they spawn ``serve``.  Bytes are fed to the shared RequestParser and
-# its events are handled in order, which gives pipelining for free: responses
-# leave in request order.  Deadlines: ``keepalive_timeout`` while idle (then a
-# silent close), ``header_timeout`` for a whole head and for each pause inside
-# a body (then 408).  A ``Tracker`` knows which connections are idle, so a
-# graceful stop can close those at once and let busy ones finish.
+# settimeout, shutdown, close), so a GreenSocket in a greenlet and an OS
+# socket in a thread run exactly the same code.  Bytes are fed to the shared
+# RequestParser and its events handed out in order, which gives pipelining
+# for free.  Deadlines: ``keepalive_timeout`` while idle (then the stream
+# ends), ``header_timeout`` for a whole head and for each pause inside a body
+# (then RequestTimeout, a 408).  Answers go out framed by
+# gservers.http.responses; after an error the connection closes without
+# resetting what was just sent.
 from __future__ import annotations
 
 import select
 import socket
-import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gservers.app import App, Response, error_response
-from gservers.config import BackendConfig
-from gservers.http import (
-    Data,
-    End,
-    Event,
-    Head,
-    HttpError,
-    Rejected,
-    RequestParser,
-    http_date,
-    status_line,
-)
+from gservers.http import Event, Head, HttpError, RequestParser
+from gservers.http.responses import SERVER, Response, error_response, frame
 
-SERVER = b"gservers/0.1"
+if TYPE_CHECKING:
+    from gservers.net.idle import IdleConnections
+
 RECV_SIZE = 65536
-#: Seconds idle keep-alive connections may still send a request during a stop.
-IDLE_LINGER = 1.0
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Tracker:
-    """Which connections of one server sit idle, for a graceful stop.
-
-    The server models count their live handlers themselves (a gevent Pool, a
-    thread counter); this only knows who could be closed right away."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: set[Any] = set()
-        self.draining = False
-
-    def set_idle(self, sock: Any) -> bool:
-        """Mark ``sock`` idle; False when the server is draining (close it)."""
-        with self._lock:
-            if self.draining:
-                return False
-            self._idle.add(sock)
-            return True
-
-    def set_busy(self, sock: Any) -> None:
-        """``sock`` has begun a request."""
-        with self._lock:
-            self._idle.discard(sock)
-
-    def drain(self, sleep: Callable[[float], Any], linger: float = IDLE_LINGER) -> None:
-        """Stop keeping connections alive: busy ones close after their
-        response (which says Connection: close).  Idle ones get ``linger``
-        seconds in which a request they send is still served -- a client of
-        a busy keep-alive connection sends its next request within
-        milliseconds, and closing under it would lose that request -- then
-        every one still idle with nothing waiting is woken, so its loop ends.
-        ``sleep`` is the server model's own (gevent's or time's)."""
-        with self._lock:
-            self.draining = True
-            idle = bool(self._idle)
-        if idle:
-            sleep(linger)
-        with self._lock:
-            for sock in list(self._idle):
-                if not readable(sock):
-                    try:
-                        sock.shutdown(socket.SHUT_RD)
-                    except OSError:
-                        pass
-
 
 class RequestTimeout(Exception):
     """The client took too long over a request head or body (answer 408)."""
 
-
 class Draining(Exception):
     """The server is stopping; close this idle connection."""
 
-
 class StillIdle(Exception):
     """Idle for ``park_after`` seconds: the caller may park the connection."""
-
-
-def frame(response: Response, head: Head | None, keep_alive: bool,
-          server: bytes = SERVER) -> bytes:
-    """Status line and headers for ``response`` (Date, Server, Connection added)."""
-    parts = [status_line(response.status), b"Date: ", http_date(), b"\r\nServer: ", server, b"\r\n"]
-    parts.extend(b"%s: %s\r\n" % kv for kv in response.headers)
-    if not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    elif head is not None and head.version == "1.0":
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
 
 def send_response(sock: Any, response: Response, head: Head | None, keep_alive: bool,
                   server: bytes = SERVER) -> None:
@@ -125,7 +48,6 @@ def send_response(sock: Any, response: Response, head: Head | None, keep_alive: 
             while block := fh.read(RECV_SIZE):
                 sock.sendall(block)
 
-
 def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
     """Answer ``error`` and close gently (the caller closes the socket)."""
     try:
@@ -133,7 +55,6 @@ def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
     except OSError:
         return
     linger_close(sock)
-
 
 def readable(sock: Any) -> bool:
     """Whether bytes (or EOF) wait unread on ``sock``, without blocking."""
@@ -145,7 +66,6 @@ def readable(sock: Any) -> bool:
     except (OSError, ValueError):
         return False
 
-
 def close_gently(sock: Any) -> None:
     """Prepare to close after the last response.  Closing with unread bytes
     makes the kernel send a reset, which can destroy the tail of a response
@@ -153,7 +73,6 @@ def close_gently(sock: Any) -> None:
     close() sends a FIN behind the response, and nothing more is needed."""
     if readable(sock):
         linger_close(sock)
-
 
 def linger_close(sock: Any) -> None:
     """Close after an error without resetting the answer we just sent: stop
@@ -171,14 +90,13 @@ def linger_close(sock: Any) -> None:
     except OSError:
         pass
 
-
 class ClientStream:
     """Parser events from a client socket, read as needed, under deadlines:
     ``keepalive_timeout`` while idle between requests (then the stream ends),
     ``header_timeout`` for a whole head and for each pause in a body (then
-    RequestTimeout).  Reports idle/busy to the tracker."""
+    RequestTimeout).  Reports idle/busy to ``registry``."""
 
-    def __init__(self, sock: Any, parser: RequestParser, tracker: Tracker,
+    def __init__(self, sock: Any, parser: RequestParser, registry: IdleConnections,
                  header_timeout: float, keepalive_timeout: float,
                  park_after: float | None = None) -> None:
         self.sock = sock
@@ -186,7 +104,7 @@ class ClientStream:
         #: long raises StillIdle instead of going on waiting.
         self.park_after = park_after
         self.parser = parser
-        self.tracker = tracker
+        self.registry = registry
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.events: list[Event] = []   # parsed, not yet taken; from self.taken on
@@ -205,7 +123,7 @@ class ClientStream:
         """Report the connection idle (as ``next`` would before waiting);
         False when the server is stopping."""
         if not self.idle:
-            if not self.tracker.set_idle(self.sock):
+            if not self.registry.set_idle(self.sock):
                 return False
             self.idle = True
         return True
@@ -237,7 +155,7 @@ class ClientStream:
                 if self.park_after is not None and self.park_after < timeout:
                     timeout = self.park_after
                 if not self.idle:
-                    if self.tracker.set_idle(self.sock):
+                    if self.registry.set_idle(self.sock):
                         self.idle = True
                     elif not readable(self.sock):
                         raise Draining()  # stopping; a request already here is still served
@@ -260,7 +178,7 @@ class ClientStream:
             self.expect_data = False
             if self.idle:
                 self.idle = False
-                self.tracker.set_busy(self.sock)
+                self.registry.set_busy(self.sock)
             was_in_head = parser.in_head
             new = parser.feed(data)
             if parser.in_head and (not was_in_head or any(type(e) is Head for e in new)):
@@ -269,7 +187,6 @@ class ClientStream:
                 self.events = new
                 self.taken = 1
                 return new[0]
-
 
 def set_nodelay(sock: Any) -> None:
     """Turn Nagle's algorithm off for ``sock``.
@@ -281,86 +198,3 @@ def set_nodelay(sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
-
-
-class Connection:
-    """Serves one accepted backend connection; call ``run()`` once."""
-
-    def __init__(self, sock: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
-        self.sock = sock
-        self.app = app
-        self.config = config
-        self.tracker = tracker
-        self.stream = ClientStream(sock, RequestParser(config.limits), tracker,
-                                   config.header_timeout, config.keepalive_timeout)
-
-    def run(self) -> None:
-        """Serve requests until either side closes; never raises."""
-        sock = self.sock
-        try:
-            self._loop()
-        except OSError:
-            pass  # the client went away; nothing to answer
-        finally:
-            self.stream.parser.release()
-            self.tracker.set_busy(sock)
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-    def _loop(self) -> None:
-        sock, config = self.sock, self.config
-        while True:
-            try:
-                event = self.stream.next()
-            except RequestTimeout:
-                reject(sock, HttpError(408, "request timeout"))
-                return
-            except Draining:
-                close_gently(sock)
-                return
-            if event is None:
-                return
-            if isinstance(event, Rejected):
-                reject(sock, event.error)
-                return
-            assert isinstance(event, Head)
-            head = event
-            length = head.content_length or 0
-            if length > config.max_body:
-                reject(sock, HttpError(413, "request body too large"))
-                return
-            if ((head.chunked or length) and head.version == "1.1"
-                    and b"100-continue" in head.tokens(b"expect")):
-                sock.sendall(CONTINUE)
-            body: list[bytes] = []
-            size = 0
-            try:
-                while not isinstance(event := self.stream.next(), End):
-                    if event is None:
-                        return  # client closed mid-body
-                    if isinstance(event, Rejected):
-                        reject(sock, event.error)
-                        return
-                    assert isinstance(event, Data)
-                    size += len(event.data)
-                    if size > config.max_body:
-                        reject(sock, HttpError(413, "request body too large"))
-                        return
-                    body.append(event.data)
-            except RequestTimeout:
-                reject(sock, HttpError(408, "request body timeout"))
-                return
-            response = self.app.handle(head, b"".join(body))
-            keep_alive = head.keep_alive and not response.close and not self.tracker.draining
-            send_response(sock, response, head, keep_alive)
-            if not keep_alive:
-                close_gently(sock)
-                return
-
-
-def serve(sock: Any, address: Any, app: App, config: BackendConfig, tracker: Tracker) -> None:
-    """Serve one accepted connection (the handler both models spawn)."""
-    Connection(sock, app, config, tracker).run()
-

@@ -1,4 +1,4 @@
-# gservers/servers.py -- the registry of server models.
+# gservers/backend/models.py -- the registry of server models.
 #
 # Strategy: a model is a module with ``run(config) -> exit code``; the two
 # differ only in how they spawn the shared connection handler.  Modules are
@@ -7,13 +7,15 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from gservers.config import BackendConfig
+if TYPE_CHECKING:  # the config names its model choices from MODELS
+    from gservers.backend.config import BackendConfig
 
 #: model name -> module implementing ``run(config)``
 MODELS: dict[str, str] = {
-    "async": "gservers.async_server",
-    "thread": "gservers.thread_server",
+    "async": "gservers.backend.async_model",
+    "thread": "gservers.backend.thread_model",
 }
 
 

@@ -1,10 +1,9 @@
-# gservers/greensock.py -- a cooperative socket with cheap waits and deadlines.
+# gservers/net/greensock.py -- a cooperative socket with cheap waits and deadlines.
 #
 # Strategy: gevent's own socket allocates a Waiter for every wait that would
 # block and, when the socket has a timeout, a Timeout object with a fresh
-# libev timer; at a balancer's request rates those two were about a third of
-# the per-request CPU (a minimal relay: 55 -> 37 µs per request).  No
-# library offers a cheaper blocking-style socket for gevent, so this one is
+# libev timer; at a balancer's request rates those two are a large share of
+# the per-request CPU.  No library offers a cheaper blocking-style socket for gevent, so this one is
 # written here.  It wraps the raw non-blocking socket and keeps, for its
 # whole life, one read watcher, one write watcher and one deadline timer.  A
 # wait starts a watcher with the waiting greenlet's own ``switch`` and
