@@ -196,3 +196,34 @@ def choice(*names: str) -> Callable[[Any], str]:
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+# --------------------------------------------------------------------------- shared fields
+# Settings every server here has, with one meaning and one help text.
+
+def backlog_setting(default: int, why: str = "") -> Any:
+    """The listen backlog."""
+    return setting(default, "listen backlog" + (f"; {why}" if why else ""), parse=positive_int)
+
+
+def keepalive_timeout_setting(default: float = 15.0) -> Any:
+    """How long an idle keep-alive client connection is kept."""
+    return setting(default, "seconds an idle keep-alive client connection is kept",
+                   parse=seconds, metavar="SECONDS")
+
+
+def header_timeout_setting(default: float = 10.0) -> Any:
+    """How long a client has for a request head, and for each pause in a body."""
+    return setting(default, "seconds a client has to send a whole request head (then 408), "
+                   "and the longest pause within a body", parse=seconds, metavar="SECONDS")
+
+
+def grace_setting(default: float = 10.0) -> Any:
+    """How long a graceful stop waits for in-flight requests."""
+    return setting(default, "seconds SIGTERM waits for in-flight requests", parse=seconds,
+                   metavar="SECONDS")
+
+
+def log_level_setting(default: str = "info") -> Any:
+    """The logging level."""
+    return setting(default, "logging level: " + ", ".join(LOG_LEVELS), parse=choice(*LOG_LEVELS))

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gservers.settings import (
-    LOG_LEVELS,
-    choice,
+    backlog_setting,
     fraction,
+    grace_setting,
+    header_timeout_setting,
+    keepalive_timeout_setting,
+    log_level_setting,
     non_negative_int,
     positive_int,
     seconds,
@@ -102,20 +105,17 @@ class LBConfig:
     max_connections: int = setting(10000, "client connections served at once per worker; "
                                    "beyond it the balancer stops accepting", parse=positive_int,
                                    metavar="N")
-    backlog: int = setting(4096, "listen backlog", parse=positive_int)
+    backlog: int = backlog_setting(4096)
     connect_timeout: float = setting(1.0, "seconds to connect to a backend (then the next one)",
                                      parse=seconds, metavar="SECONDS")
     response_timeout: float = setting(10.0, "seconds to wait for a backend's response to start, "
                                       "and for each pause within it (then 504)",
                                       parse=seconds, metavar="SECONDS")
-    header_timeout: float = setting(10.0, "seconds a client has to send a request head "
-                                    "(then 408), and the longest pause within a body",
-                                    parse=seconds, metavar="SECONDS")
+    header_timeout: float = header_timeout_setting()
     send_timeout: float = setting(60.0, "seconds a client may leave a response unread "
                                   "before its connection is dropped",
                                   parse=seconds, metavar="SECONDS")
-    keepalive_timeout: float = setting(15.0, "seconds an idle client connection is kept",
-                                       parse=seconds, metavar="SECONDS")
+    keepalive_timeout: float = keepalive_timeout_setting()
     pool_size: int = setting(256, "idle keep-alive connections kept per backend",
                              parse=non_negative_int, metavar="N")
     max_per_backend: int = setting(64, "requests in flight to one backend at once; more "
@@ -150,10 +150,8 @@ class LBConfig:
                                     metavar="HOST:PORT")
     access_log: str = setting("off", "access log: a file path, - for stderr, or off", parse=str,
                               metavar="PATH")
-    grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests", parse=seconds,
-                           metavar="SECONDS")
-    log_level: str = setting("info", "logging level: " + ", ".join(LOG_LEVELS),
-                             parse=choice(*LOG_LEVELS))
+    grace: float = grace_setting()
+    log_level: str = log_level_setting()
 
     def __post_init__(self) -> None:
         if not self.backend:

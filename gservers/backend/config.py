@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from gservers.backend.models import MODELS
-from gservers.settings import LOG_LEVELS, choice, port, positive_int, seconds, setting
+from gservers.settings import (
+    backlog_setting,
+    choice,
+    grace_setting,
+    header_timeout_setting,
+    keepalive_timeout_setting,
+    log_level_setting,
+    port,
+    positive_int,
+    setting,
+)
 
 #: The sample site served when no --root is given.
 DEFAULT_ROOT = str(Path(__file__).resolve().parent.parent / "site")
@@ -36,18 +46,13 @@ class BackendConfig:
                          "(one OS thread per connection)", parse=choice(*MODELS))
     root: str = setting(DEFAULT_ROOT, "document root served for GET and HEAD", parse=directory,
                         metavar="DIR")
-    backlog: int = setting(2048, "listen backlog; large enough that c=1000 never overflows",
-                           parse=positive_int)
+    backlog: int = backlog_setting(2048, "large enough that c=1000 never overflows")
     max_connections: int = setting(4096, "connections served at once; beyond it the server "
                                    "stops accepting and the backlog holds the rest",
                                    parse=positive_int, metavar="N")
-    keepalive_timeout: float = setting(15.0, "seconds an idle keep-alive connection is kept",
-                                       parse=seconds, metavar="SECONDS")
-    header_timeout: float = setting(10.0, "seconds a client has to send a whole request head "
-                                    "(then 408), and the longest pause within a body",
-                                    parse=seconds, metavar="SECONDS")
+    keepalive_timeout: float = keepalive_timeout_setting()
+    header_timeout: float = header_timeout_setting()
     max_body: int = setting(10 * 1024 * 1024, "largest request body accepted, in bytes (then 413)",
                             parse=positive_int, metavar="BYTES")
-    grace: float = setting(10.0, "seconds SIGTERM waits for in-flight requests",
-                           parse=seconds, metavar="SECONDS")
-    log_level: str = setting("info", "logging level", parse=choice(*LOG_LEVELS))
+    grace: float = grace_setting()
+    log_level: str = log_level_setting()
