@@ -63,7 +63,7 @@ class _Parser:
         self._max_head = limits.max_head
         self._max_headers = limits.max_headers
         # llhttp's parser is made on the first feed: an idle connection that
-        # never sends a byte costs no parser (10,000 of them, ~10 MB).
+        # never sends a byte costs no parser.
         self._p: Any = None
         self._events: list[Event] = []
         self._in_head = False
@@ -152,8 +152,7 @@ class _Parser:
     def release(self) -> None:
         """Drop the llhttp parser once the stream is done with: it refers
         back to this object, a cycle that only the garbage collector would
-        otherwise free (about 2 KB a connection, piling up between
-        collections)."""
+        otherwise free (memory piling up between collections)."""
         self._p = None
         self.dead = True
 

@@ -78,7 +78,7 @@ class GreenSocket:
             self.close()
             raise
         # A client's connection is checked before each reuse: a poll object
-        # answers without raising, 0.5 µs against 1.3 for a failed peek.
+        # answers without raising, cheaper than a failed peek.
         self._poll = select.poll()
         self._poll.register(raw.fileno(), select.POLLIN)
         return self

@@ -192,8 +192,8 @@ def set_nodelay(sock: Any) -> None:
     """Turn Nagle's algorithm off for ``sock``.
 
     Only for messages written in several pieces: a message written whole in
-    one send never waits for Nagle, and on loopback leaving TCP_NODELAY off
-    for those measured ~15% less CPU per request (scripts/benchmark)."""
+    one send never waits for Nagle, and leaving TCP_NODELAY off for those
+    saves CPU per request (scripts/benchmark shows it)."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
