@@ -1,11 +1,12 @@
 # loadtests/__main__.py -- the sweep: ``python -m loadtests`` (scripts/sweep).
 #
 # Strategy: the entry module only parses arguments and sequences the work:
-# start the topology (four async backends, a thread backend, the balancer),
-# run each (tool, model, level) cell, judge it, write results/latest/ and print the
-# table.  The figures come from loadtests.ab and the locustfile; the files
-# and plots from loadtests.report.  Every server is stopped on the way out,
-# on success, error or Ctrl-C alike; any invalid cell makes the exit code 1.
+# start the topology (four async backends, a thread backend, the balancer)
+# with loadtests.supervisor, run each (tool, model, level) cell, judge it,
+# write results/latest/ and print the table.  The figures come from
+# loadtests.tools.ab and the locustfile; the files and plots from
+# loadtests.report.  Every server is stopped on the way out, on success,
+# error or Ctrl-C alike; any invalid cell makes the exit code 1.
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,10 @@ from typing import Any
 
 from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
-from loadtests import ab, report
+from loadtests import report
 from loadtests.cell import MODELS, Cell, from_ab
-from loadtests.topology import Proc, Topology, TopologyError
+from loadtests.supervisor import Process, StartError, Supervisor
+from loadtests.tools import ab
 
 PROG = "scripts/sweep"
 BACKEND_PORTS = [9002, 9003, 9004, 9005]
@@ -61,6 +63,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not 1..65535")
+    return value
+
+
 def parser() -> ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
@@ -84,11 +93,11 @@ def parser() -> ArgumentParser:
                    default=BACKEND_PORTS, metavar="P,P,P,P",
                    help="ports of the async backends; the first is the Asynchronous model "
                         "(default: 9002,9003,9004,9005)")
-    p.add_argument("--thread-port", type=_positive, default=THREAD_PORT,
+    p.add_argument("--thread-port", type=_port, default=THREAD_PORT,
                    help=f"port of the thread backend (default: {THREAD_PORT})")
-    p.add_argument("--lb-port", type=_positive, default=LB_PORT,
+    p.add_argument("--lb-port", type=_port, default=LB_PORT,
                    help=f"port of the balancer (default: {LB_PORT})")
-    p.add_argument("--admin-port", type=_positive, default=ADMIN_PORT,
+    p.add_argument("--admin-port", type=_port, default=ADMIN_PORT,
                    help=f"port of the balancer's admin listener (default: {ADMIN_PORT})")
     p.add_argument("--lb-workers", type=_positive, default=1,
                    help="balancer worker processes (default: 1, as in the original experiment)")
@@ -116,19 +125,21 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _targets(topology: Topology, args: argparse.Namespace) -> dict[str, tuple[int, list[Proc]]]:
+def _targets(sup: Supervisor, args: argparse.Namespace) -> dict[str, tuple[int, list[Process]]]:
     """Start what the models need; model -> (port, server processes)."""
     models, ports = args.models, args.backend_ports
-    backends = [topology.backend(port) for port in ports] if (
+    quiet = ("--log-level", "warning")
+    backends = [sup.backend(port, "async", *quiet) for port in ports] if (
         "async" in models or "lb" in models) else []
-    out: dict[str, tuple[int, list[Proc]]] = {}
+    out: dict[str, tuple[int, list[Process]]] = {}
     if "async" in models:
         out["async"] = (ports[0], backends[:1])
     if "thread" in models:
-        out["thread"] = (args.thread_port, [topology.backend(args.thread_port, "thread")])
+        out["thread"] = (args.thread_port, [sup.backend(args.thread_port, "thread", *quiet)])
     if "lb" in models:
-        lb = topology.balancer(args.lb_port, ports, args.admin_port, args.lb_workers)
-        out["lb"] = (args.lb_port, [lb] + backends)
+        lb = sup.balancer(*quiet, "--workers", str(args.lb_workers), backends=ports,
+                          port=args.lb_port, admin=args.admin_port, timeout=20.0)
+        out["lb"] = (args.lb_port, [lb.server] + backends)
     return out
 
 
@@ -232,15 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     log_dir = os.path.join(args.out, "logs")
     try:
-        with Topology(log_dir) as topology:
-            targets = _targets(topology, args)
+        with Supervisor(log_dir) as sup:
+            targets = _targets(sup, args)
             step = [0]
             if "ab" in tools:
                 cells += _ab_cells(args, targets, step, total)
             if "locust" in tools:
                 cells += _locust_cells(args, targets, step, total)
             _progress(total, total, "done")
-    except TopologyError as exc:
+    except StartError as exc:
         print(f"\n{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loadtests.ab import AbResult, judge
+from loadtests.tools.ab import AbResult, judge
 
 #: The seed's three server models, in its order.
 MODELS = {"async": "Asynchronous", "thread": "Thread", "lb": "Asynchronous+LB"}

@@ -1,11 +1,12 @@
 # loadtests/procstats.py -- what a running process (and the machine) has used, from psutil.
 #
-# Strategy: every process figure the load-test tooling reads -- the sweep
-# (loadtests/topology.py), bench_floor through it, the comparison benchmark
-# (scripts/benchmark.py) and the tests -- comes from psutil through this one
-# module: CPU seconds (user + system, i.e. utime + stime), resident and peak
-# memory, open descriptors, a process's children, the connections it has
-# accepted, and the machine's busy CPU time.  One rule for a process that is
+# Strategy: every process figure the load-test tooling reads -- the process
+# supervisor (loadtests/supervisor.py) and, through it, the sweep,
+# bench_floor and the comparison benchmark (loadtests/benchmark/), and the
+# tests -- comes from psutil through this one module: CPU seconds (user +
+# system, i.e. utime + stime), resident and peak memory, open descriptors, a
+# process's children, the connections it has accepted, and the machine's
+# busy CPU time.  One rule for a process that is
 # gone: a PID that has exited, or that may not be read, counts as nothing
 # (0, an empty list, False), never an exception, because servers and their
 # workers come and go between two reads.  Where identity matters the

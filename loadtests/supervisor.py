@@ -9,8 +9,9 @@
 # GET /health on its port answers 200.  Its output is kept in memory (the
 # last lines) or written to a log file.  A Supervisor remembers what it
 # started and ends all of it, newest first, by PID only: SIGCONT (a stopped
-# process must see the SIGTERM), SIGTERM, then SIGKILL after a grace period
-# -- also when the run fails or is interrupted.
+# process must see the SIGTERM), SIGTERM, then SIGKILL after a grace period,
+# and SIGKILL for any process of its tree seen earlier that outlived it --
+# also when the run fails or is interrupted.
 from __future__ import annotations
 
 import errno
@@ -39,7 +40,7 @@ ADMIN_RE = re.compile(r"admin http://[^:\s]+:(\d+)")
 MAX_LINES = 5000  #: output lines kept per process (one out of descriptors may log a lot)
 
 
-class StartError(Exception):
+class StartError(RuntimeError):
     """A process could not be started or never became ready; says which and why."""
 
 
@@ -54,6 +55,7 @@ class Process:
         self.port = 0
         self.lines: list[str] = []
         self._ps = procstats.process(popen.pid)
+        self._seen: dict[int, psutil.Process] = {}  # descendants seen, by PID and start time
         self._said = threading.Event()  # set once a listening line (or the end) was read
         if popen.stdout is not None:
             threading.Thread(target=self._pump, daemon=True).start()
@@ -106,13 +108,29 @@ class Process:
         return procstats.tree_cpu_seconds(self.pid, recursive=recursive)
 
     def tree(self) -> list[psutil.Process]:
-        """The process and all its live descendants."""
-        return procstats.tree(self._ps if self._ps is not None else self.pid)
+        """The process and all its live descendants (each remembered, so that
+        stop() can end one its parent left behind)."""
+        if not self.alive():
+            return []
+        members = procstats.tree(self._ps if self._ps is not None else self.pid)
+        for member in members[1:]:
+            self._seen.setdefault(member.pid, member)
+        return members
+
+    def rss_kb(self) -> int:
+        """VmRSS of the process and its descendants, in KiB."""
+        return sum(procstats.rss_kb(member) for member in self.tree())
+
+    def peak_rss_kb(self) -> int:
+        """VmHWM (peak RSS) summed over the process and its descendants, in KiB."""
+        return sum(procstats.peak_rss_kb(member) for member in self.tree())
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGCONT, SIGTERM, wait up to ``timeout``; SIGKILL if it will not
-        go.  Returns the exit code."""
+        go; then SIGKILL any descendant seen by tree() that outlived it (the
+        same PID and start time only).  Returns the exit code."""
         if self.alive():
+            self.tree()
             self.signal(signal.SIGCONT)
             self.signal(signal.SIGTERM)
             try:
@@ -120,6 +138,8 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
+        for member in self._seen.values():
+            procstats.kill(member)
         return self.popen.returncode
 
 
@@ -272,20 +292,24 @@ class Supervisor:
             return wait_healthy(proc, port, timeout)
         return wait_listening(proc, timeout)
 
-    def backend(self, port: int = 0, model: str = "async", *args: str) -> Process:
-        """A gservers backend (``python -m gservers.backend``)."""
+    def backend(self, port: int = 0, model: str = "async", *args: str,
+                **options: Any) -> Process:
+        """A gservers backend (``python -m gservers.backend``); ``options`` as
+        for :meth:`start` (``timeout``) and :func:`spawn`."""
         return self.start(f"{model}-{port}", python("gservers.backend", "--model", model,
-                                                    *args, str(port)), port or None)
+                                                    *args, str(port)), port or None, **options)
 
     def balancer(self, *args: str, backends: Sequence[int] = (), port: int = 0,
-                 admin: int | bool = True, timeout: float = 30.0) -> Balancer:
+                 admin: int | bool = True, timeout: float = 30.0, **options: Any) -> Balancer:
         """``python -m lb`` over ``backends`` (ports on 127.0.0.1); ``admin``
-        True picks a free admin port, False turns it off, a number uses it."""
+        True picks a free admin port, False turns it off, a number uses it;
+        ``options`` as for :func:`spawn`."""
         admin_arg = "off" if admin is False else f"{HOST}:{0 if admin is True else admin}"
         argv = ["--listen", f"{HOST}:{port}", "--admin", admin_arg]
         for backend in backends:
             argv += ["--backend", f"{HOST}:{backend}"]
-        proc = self.start(f"lb-{port}", python("lb", *argv, *args), port or None, timeout)
+        proc = self.start(f"lb-{port}", python("lb", *argv, *args), port or None, timeout,
+                          **options)
         admin_port = None if admin is False else (admin if admin is not True else None)
         deadline = time.monotonic() + 10
         while admin_port is None and time.monotonic() < deadline:

@@ -1,93 +1,40 @@
 # tests/support.py -- real processes and raw sockets for the tests.
 #
 # Strategy: every server under test is started through its real command line
-# on port 0; the port is read from the "listening on http://HOST:PORT" line
-# it logs.  Processes are ended by their own PID only.  Raw clients speak
-# bytes over 127.0.0.1 so that tests see exactly what a server sent.
+# on port 0 by loadtests.supervisor, which reads the port from the
+# "listening on http://HOST:PORT" line it logs and ends it by its own PID
+# only; the names here are that supervisor's, as the tests use them.  Raw
+# clients speak bytes over 127.0.0.1 so that tests see exactly what a server
+# sent.
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+# The supervisor's names, as the tests import them from here.
+from loadtests.supervisor import ADMIN_RE as ADMIN_RE
+from loadtests.supervisor import LISTEN_RE as LISTEN_RE
+from loadtests.supervisor import Balancer, Supervisor, python, spawn, wait_listening
+from loadtests.supervisor import Process as Server
+from loadtests.supervisor import free_ports as free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
-LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
-
-
-@dataclass
-class Server:
-    """A server process started by a test."""
-
-    proc: subprocess.Popen
-    host: str
-    port: int
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def signal(self, signum: int) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signum)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait; SIGKILL if it will not go.  Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
-MAX_LOG_LINES = 5000  #: kept per process (a server out of descriptors may log a lot)
 
 
 def start(module: str, *args: str, timeout: float = 20.0, env: dict | None = None,
           preexec_fn: Callable[[], None] | None = None) -> Server:
     """Start ``python -m module args`` and wait for its listening line;
-    ``preexec_fn`` runs in the child before exec (e.g. to set rlimits)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
-        preexec_fn=preexec_fn)
-    lines: list[str] = []
-    found = threading.Event()
-    where: list[tuple[str, int]] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if len(lines) < MAX_LOG_LINES:
-                lines.append(line)
-            m = LISTEN_RE.search(line)
-            if m and not found.is_set():
-                where.append((m.group(1), int(m.group(2))))
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not found.wait(timeout) or not where:
-        proc.kill()
-        proc.wait(5)
-        raise RuntimeError(f"{module} {' '.join(args)} did not start:\n{''.join(lines)}")
-    host, port = where[0]
-    return Server(proc, host, port, lines)
+    ``preexec_fn`` runs in the child before exec (e.g. to set rlimits).
+    Raises supervisor.StartError (a RuntimeError) with its output."""
+    proc = spawn(f"{module} {' '.join(args)}", python(module, *args), env=env, cwd=str(ROOT),
+                 preexec_fn=preexec_fn)
+    return wait_listening(proc, timeout)
 
 
 def start_backend(model: str = "async", *args: str) -> Server:
@@ -254,17 +201,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
     return False
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free right now on 127.0.0.1."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def wait_port_closed(port: int, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -276,48 +212,9 @@ def wait_port_closed(port: int, timeout: float = 10.0) -> bool:
     return False
 
 
-ADMIN_RE = re.compile(r"admin http://[^:\s]+:(\d+)")
-
-
-@dataclass
-class Balancer:
-    """A balancer process and its admin port."""
-
-    server: Server
-    admin_port: int | None
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def stats(self) -> dict:
-        """GET /stats from the admin listener."""
-        import json
-        import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=10) as r:
-            return json.load(r)
-
-    def metrics(self) -> str:
-        import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
-            return r.read().decode()
-
-
 def start_lb(*args: str, backends: list[int] | None = None, admin: bool = True,
              timeout: float = 30.0) -> Balancer:
     """``python -m lb`` on a free port over ``backends`` (ports on 127.0.0.1),
     with its admin listener on a free port too (unless ``admin`` is False)."""
-    argv = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0" if admin else "off"]
-    for port in backends or []:
-        argv += ["--backend", f"127.0.0.1:{port}"]
-    server = start("lb", *argv, *args, timeout=timeout)
-    admin_port = None
-    if admin:
-        deadline = time.monotonic() + 10
-        while admin_port is None and time.monotonic() < deadline:
-            m = ADMIN_RE.search(server.log)
-            if m:
-                admin_port = int(m.group(1))
-            else:
-                time.sleep(0.05)
-    return Balancer(server, admin_port)
+    return Supervisor().balancer(*args, backends=backends or [], admin=admin, timeout=timeout,
+                                 cwd=str(ROOT))

@@ -4,14 +4,20 @@
 # (with and without -k), a run of 404s, a run against a server that dropped
 # and resized responses (ab counts those as "Length" failures), and a run
 # that ab abandoned (connection refused).  Parsing is pure, so these are
-# plain unit tests; one test runs the real ab through loadtests.ab.run.
+# plain unit tests; one test runs the real ab through loadtests.tools.ab.run.
+# The one response-size probe (loadtests.tools.probe) is checked against a
+# raw server with and without Content-Length, and against what real ab and
+# wrk runs transferred.
 from __future__ import annotations
 
+import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from loadtests import ab
+from loadtests.tools import ab, probe, wrk
 from tests.support import start_backend
 
 DATA = Path(__file__).parent / "data" / "ab"
@@ -86,5 +92,46 @@ def test_real_ab_run_and_response_size() -> None:
         assert result.keepalive_requests == 300
         assert ab.judge(result, 300, ka_size) == [], output
         assert ka_size != size  # "Connection: close" vs "Connection: keep-alive"
+    finally:
+        server.stop()
+
+
+def one_answer(answer: bytes) -> tuple[int, list[bytes]]:
+    """A listener answering one connection with ``answer``, then closing it;
+    its port, and the request it read (filled in when it has been read)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            got.append(conn.recv(65536))
+            conn.sendall(answer)
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], got
+
+
+def test_probe_counts_head_and_content_length_body_only() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    port, got = one_answer(head + b"hello" + b"EXTRA BYTES")
+    assert probe.response_size("127.0.0.1", port, b"GET / HTTP/1.1\r\n\r\n") == len(head) + 5
+    assert got == [b"GET / HTTP/1.1\r\n\r\n"]
+
+
+def test_probe_without_content_length_reads_to_the_close() -> None:
+    answer = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nbody until the close"
+    port, _ = one_answer(answer)
+    assert probe.response_size("127.0.0.1", port, ab.request("127.0.0.1", port, "/")) == \
+        len(answer)
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk not installed")
+def test_wrk_run_matches_its_probed_size() -> None:
+    server = start_backend("async")
+    try:
+        size = wrk.response_size("127.0.0.1", server.port, "/page.html")
+        assert size != ab.response_size("127.0.0.1", server.port, "/page.html", True)
+        result, output = wrk.run("wrk", f"http://127.0.0.1:{server.port}/page.html", 10, 1)
+        assert result.requests > 0 and wrk.judge(result, size) == [], output
+        assert wrk.judge(result, size + 20) != []  # the size is what makes the verdict
     finally:
         server.stop()

@@ -1,14 +1,16 @@
 # tests/test_bench.py -- the comparison benchmark: its pure parts and one tiny run.
 #
-# Strategy: loadtests/bench.py is pure, so it is tested on saved wrk output
-# and hand-built runs whose medians, ratios and target verdicts are known.
+# Strategy: the pure parts of loadtests/benchmark/ (workloads and the plan,
+# stats, targets, configs, report) and loadtests/tools/wrk.py are tested on
+# saved wrk output and hand-built runs whose medians, ratios and target
+# verdicts are known.
 # The process figures (loadtests/procstats.py) are tested against real
 # processes: a child that burns CPU, a parent with children and a
 # grandchild, one that has exited, one that allocated and freed memory, and
 # connections accepted from a real listener; every process is ended by PID.
 # The rendered haproxy/nginx configs are also checked by the real programs'
 # own config test when they are installed (skipped when not).  One
-# end-to-end run of scripts/benchmark with a tiny workload and --only
+# end-to-end run of python -m loadtests.benchmark with a tiny workload and --only
 # gservers --no-install (no haproxy/nginx needed) on free ports checks the
 # files it writes and that it stopped every server it started.
 from __future__ import annotations
@@ -25,8 +27,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadtests import bench, procstats
-from loadtests.bench import IdleResult, Run
+from loadtests import procstats
+from loadtests.benchmark import configs, report, stats
+from loadtests.benchmark import workloads as wl
+from loadtests.benchmark.idle import IdleResult
+from loadtests.benchmark.stats import Run
+from loadtests.benchmark.targets import check_targets
+from loadtests.benchmark.workloads import Workload
+from loadtests.tools import wrk
 from tests.support import ROOT, free_ports, wait_port_closed
 
 WRK_OK = """\
@@ -67,7 +75,7 @@ Transfer/sec:      2.24MB
 # --------------------------------------------------------------------------- wrk
 
 def test_parse_wrk_reads_every_figure() -> None:
-    r = bench.parse_wrk(WRK_OK)
+    r = wrk.parse(WRK_OK)
     assert (r.threads, r.connections, r.requests) == (1, 100, 37745)
     assert r.duration == pytest.approx(2.0)
     assert r.bytes_read == pytest.approx(13.64 * 1024 ** 2)
@@ -77,21 +85,21 @@ def test_parse_wrk_reads_every_figure() -> None:
 
 
 def test_parse_wrk_units_errors_and_non_2xx() -> None:
-    r = bench.parse_wrk(WRK_BAD)
+    r = wrk.parse(WRK_BAD)
     assert r.latency[50] == pytest.approx(0.086) and r.latency[99] == pytest.approx(1190.0)
     assert r.non_2xx == 16148
     assert r.socket_errors == {"connect": 0, "read": 3, "write": 0, "timeout": 7}
-    reasons = bench.judge_wrk(r, 160)
+    reasons = wrk.judge(r, 160)
     assert any("non-2xx/3xx 16148" in x for x in reasons)
     assert any("socket errors read 3, timeout 7" in x for x in reasons)
 
 
 def test_judge_wrk_bytes_and_empty_output() -> None:
-    r = bench.parse_wrk(WRK_OK)
+    r = wrk.parse(WRK_OK)
     size = round(r.bytes_read / r.requests)  # 379 bytes a response
-    assert bench.judge_wrk(r, size) == []
-    assert any("expected about" in x for x in bench.judge_wrk(r, size + 40))
-    assert any("no request" in x for x in bench.judge_wrk(bench.parse_wrk("garbage"), size))
+    assert wrk.judge(r, size) == []
+    assert any("expected about" in x for x in wrk.judge(r, size + 40))
+    assert any("no request" in x for x in wrk.judge(wrk.parse("garbage"), size))
 
 
 # --------------------------------------------------------------------------- procstats
@@ -270,13 +278,13 @@ def test_machine_busy_seconds_include_a_busy_child(tmp_path: Path) -> None:
 
 def test_filler_body_has_the_exact_size_and_no_special_characters() -> None:
     for size in (5, 48, 240, 1000):
-        body = bench.filler_body(size)
+        body = configs.filler_body(size)
         assert len(body.encode()) == size
         assert not any(ch in body for ch in "$'\"\\{};")
 
 
 def test_haproxy_config() -> None:
-    text = bench.haproxy_config(62101, [62002, 62003, 62004, 62005], maxconn=4096)
+    text = configs.haproxy_config(62101, [62002, 62003, 62004, 62005], maxconn=4096)
     for line in ("nbthread 1", "mode http", "http-reuse always", "balance roundrobin",
                  "bind 127.0.0.1:62101", "maxconn 4096", "timeout client",
                  "server b4 127.0.0.1:62005"):
@@ -285,8 +293,8 @@ def test_haproxy_config() -> None:
 
 
 def test_nginx_config() -> None:
-    body = bench.filler_body(240)
-    lb = bench.nginx_config("/tmp/x", 62102, None, [62002, 62003], body)
+    body = configs.filler_body(240)
+    lb = configs.nginx_config("/tmp/x", 62102, None, [62002, 62003], body)
     for line in ("daemon off;", "worker_processes 1;", "keepalive 64;",
                  "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "worker_connections 8192;", "access_log off;", "pid /tmp/x/nginx.pid;",
@@ -294,12 +302,12 @@ def test_nginx_config() -> None:
                  "server 127.0.0.1:62003;"):
         assert line in lb
     assert "return 200" not in lb
-    ref = bench.nginx_config("/tmp/x", None, 62103, [62002], body)
+    ref = configs.nginx_config("/tmp/x", None, 62103, [62002], body)
     assert f"return 200 '{body}';" in ref and "upstream" not in ref
     with pytest.raises(ValueError):
-        bench.nginx_config("/tmp/x", 1, None, [2], "costs $5")
+        configs.nginx_config("/tmp/x", 1, None, [2], "costs $5")
     with pytest.raises(ValueError):
-        bench.nginx_config("/tmp/x", None, None, [2], body)
+        configs.nginx_config("/tmp/x", None, None, [2], body)
 
 
 def _tool(name: str) -> str | None:
@@ -310,7 +318,7 @@ def _tool(name: str) -> str | None:
 @pytest.mark.skipif(not _tool("haproxy"), reason="haproxy not installed")
 def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(bench.haproxy_config(62101, [62002, 62003]))
+    cfg.write_text(configs.haproxy_config(62101, [62002, 62003]))
     proc = subprocess.run([_tool("haproxy"), "-c", "-f", str(cfg)], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -320,81 +328,143 @@ def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     cfg = tmp_path / "nginx.conf"
-    cfg.write_text(bench.nginx_config(str(tmp_path), 62102, 62103, [62002, 62003],
-                                      bench.filler_body(240)))
+    cfg.write_text(configs.nginx_config(str(tmp_path), 62102, 62103, [62002, 62003],
+                                      configs.filler_body(240)))
     proc = subprocess.run([_tool("nginx"), "-t", "-p", str(tmp_path), "-c", str(cfg),
                            "-e", str(tmp_path / "error.log")], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --------------------------------------------------------------------------- workloads
+
+def test_workload_names_are_the_report_labels() -> None:
+    assert [w.name for w in (wl.ab_run(), wl.ab_run(keepalive=True), wl.wrk_run(),
+                             wl.seed_level(10), wl.direct("wrk"), wl.direct("ab"))] == [
+        "ab c=100", "ab -k c=100", "wrk -k c=100", "seed ab c=10", "direct wrk -k c=100",
+        "direct ab -k c=100"]
+    assert str(wl.seed_level(1000)) == "seed ab c=1000"
+    assert wl.seed_level(10) == Workload("ab", False, 10, "seed")  # a value, usable as a key
+    assert wl.seed_level(10).phase == "seed" and wl.ab_run().phase == "main"
+
+
+@pytest.mark.parametrize("tool, keepalive, concurrency, phase", [
+    ("curl", False, 100, "main"), ("ab", False, 0, "main"), ("wrk", False, 100, "main"),
+    ("ab", True, 10, "seed"), ("wrk", True, 10, "seed"), ("ab", False, 100, "direct"),
+    ("ab", False, 100, "warm-up")])
+def test_impossible_workloads_are_refused(tool: str, keepalive: bool, concurrency: int,
+                                          phase: str) -> None:
+    with pytest.raises(ValueError):
+        Workload(tool, keepalive, concurrency, phase)
+
+
+def test_a_workload_sizes_with_its_own_tools_request() -> None:
+    assert wl.ab_run().request("127.0.0.1", 80, "/p") == \
+        b"GET /p HTTP/1.0\r\nHost: 127.0.0.1:80\r\nUser-Agent: ApacheBench/2.3\r\n" \
+        b"Accept: */*\r\n\r\n"
+    assert wl.seed_level(10).request("h", 1, "/p") == wl.ab_run().request("h", 1, "/p")
+    keep = wl.ab_run(keepalive=True).request("h", 1, "/p")
+    assert keep.startswith(b"GET /p HTTP/1.0\r\nConnection: Keep-Alive\r\n")
+    assert wl.direct("ab").request("h", 1, "/p") == keep
+    assert wl.wrk_run().request("h", 1, "/p") == b"GET /p HTTP/1.1\r\nHost: h:1\r\n\r\n"
+    assert wl.direct("wrk").request("h", 1, "/p") == wl.wrk_run().request("h", 1, "/p")
+
+
+def test_plan_interleaves_and_rotates_the_balancers() -> None:
+    targets = ["async backend", "thread backend", "gservers", "haproxy", "nginx return-200"]
+    steps = wl.plan(targets, 2, [1, 10], 2000, 1000, with_wrk=True)
+    first = [(s.target, s.workload.name, s.requests) for s in steps if s.round == 1]
+    assert first == [
+        ("gservers", "ab c=100", 2000), ("haproxy", "ab c=100", 2000),
+        ("gservers", "ab -k c=100", 2000), ("haproxy", "ab -k c=100", 2000),
+        ("gservers", "wrk -k c=100", 0), ("haproxy", "wrk -k c=100", 0),
+        ("gservers", "seed ab c=1", 1000), ("haproxy", "seed ab c=1", 1000),
+        ("thread backend", "seed ab c=1", 1000),
+        ("gservers", "seed ab c=10", 1000), ("haproxy", "seed ab c=10", 1000),
+        ("thread backend", "seed ab c=10", 1000),
+        ("async backend", "direct wrk -k c=100", 0),
+        ("nginx return-200", "direct wrk -k c=100", 0)]
+    second = [(s.target, s.workload.name) for s in steps if s.round == 2]
+    assert second[:2] == [("haproxy", "ab c=100"), ("gservers", "ab c=100")]
+    assert second[-2:] == [("nginx return-200", "direct wrk -k c=100"),
+                           ("async backend", "direct wrk -k c=100")]
+    without = wl.plan(targets, 1, [1], 2000, 1000, with_wrk=False)
+    assert not any(s.workload.tool == "wrk" for s in without)
+    assert [(s.workload.name, s.requests) for s in without if s.workload.phase == "direct"] \
+        == [("direct ab -k c=100", 2000)] * 2
+
+
 # ------------------------------------------------------------------ medians, ratios, targets
 
-def run(target: str, workload: str, rps: float, *, cpu_s: float = 0.0, complete: int = 1000,
-        p99: float = 10.0, reasons: list[str] | None = None, rss_kb: int = 0) -> Run:
-    return Run(target, workload, 1, "ab", False, 100, complete, complete, rps, 1.0, p99, 300,
+AB, AB_K, DIRECT = wl.ab_run(), wl.ab_run(keepalive=True), wl.direct("wrk")
+
+
+def run(target: str, workload: Workload, rps: float, *, cpu_s: float = 0.0,
+        complete: int = 1000, p99: float = 10.0, reasons: list[str] | None = None,
+        rss_kb: int = 0) -> Run:
+    return Run(target, workload, 1, complete, complete, rps, 1.0, p99, 300,
                reasons or [], server_cpu=cpu_s, backend_cpu=cpu_s * 2, peak_rss_kb=rss_kb)
 
 
 def test_median_and_ratio() -> None:
-    assert bench.median([3, None, 1, 2]) == 2
-    assert bench.median([None]) is None
-    assert bench.ratio(3, 4) == 0.75
-    assert bench.ratio(None, 4) is None and bench.ratio(3, 0) is None
+    assert stats.median([3, None, 1, 2]) == 2
+    assert stats.median([None]) is None
+    assert stats.ratio(3, 4) == 0.75
+    assert stats.ratio(None, 4) is None and stats.ratio(3, 0) is None
 
 
 def test_summarize_leaves_invalid_runs_out() -> None:
-    runs = [run("gservers", "ab c=100", 100, cpu_s=0.05, rss_kb=2048),
-            run("gservers", "ab c=100", 300, cpu_s=0.07, rss_kb=4096),
-            run("gservers", "ab c=100", 200, cpu_s=0.06, rss_kb=3072),
-            run("gservers", "ab c=100", 9999, reasons=["failed 3"])]
-    s = bench.summarize(runs)[("gservers", "ab c=100")]
+    runs = [run("gservers", AB, 100, cpu_s=0.05, rss_kb=2048),
+            run("gservers", AB, 300, cpu_s=0.07, rss_kb=4096),
+            run("gservers", AB, 200, cpu_s=0.06, rss_kb=3072),
+            run("gservers", AB, 9999, reasons=["failed 3"])]
+    s = stats.summarize(runs)[("gservers", AB)]
     assert (s.runs, s.invalid, s.rps) == (4, 1, 200)
     assert s.cpu_us == pytest.approx(60.0) and s.backend_cpu_us == pytest.approx(120.0)
     assert s.peak_rss_mb == pytest.approx(3.0)
-    assert "**INVALID**" in bench.medians_table(bench.summarize(runs))
-    assert bench.invalid_lines(runs) == ["INVALID: round 1 gservers ab c=100: failed 3"]
+    assert "**INVALID**" in report.medians_table(stats.summarize(runs))
+    assert stats.invalid_lines(runs) == ["INVALID: round 1 gservers ab c=100: failed 3"]
 
 
 def _fleet(g_plain: float, g_keep: float, g_seed: float, g_p99: float) -> list[Run]:
-    runs = [run("gservers", "ab c=100", g_plain, cpu_s=0.05),
-            run("haproxy", "ab c=100", 1000, cpu_s=0.02),
-            run("nginx", "ab c=100", 500, cpu_s=0.02),
-            run("gservers", "ab -k c=100", g_keep, cpu_s=0.02),
-            run("haproxy", "ab -k c=100", 1000),
-            run("async backend", "direct wrk -k c=100", 800),
-            run("nginx return-200", "direct wrk -k c=100", 1000)]
+    runs = [run("gservers", AB, g_plain, cpu_s=0.05),
+            run("haproxy", AB, 1000, cpu_s=0.02),
+            run("nginx", AB, 500, cpu_s=0.02),
+            run("gservers", AB_K, g_keep, cpu_s=0.02),
+            run("haproxy", AB_K, 1000),
+            run("async backend", DIRECT, 800),
+            run("nginx return-200", DIRECT, 1000)]
     for c in (1, 10, 1000):
-        runs.append(run("gservers", f"seed ab c={c}", g_seed if c > 1 else 1, p99=g_p99))
-        runs.append(run("haproxy", f"seed ab c={c}", 9000, p99=20.0))
-        runs.append(run("thread backend", f"seed ab c={c}", 3500))
+        runs.append(run("gservers", wl.seed_level(c), g_seed if c > 1 else 1, p99=g_p99))
+        runs.append(run("haproxy", wl.seed_level(c), 9000, p99=20.0))
+        runs.append(run("thread backend", wl.seed_level(c), 3500))
     return runs
 
 
 def test_targets_met_and_missed() -> None:
     idle = IdleResult(10000, 10000, 10000, 10000, 30000, 90 * 1024, 95 * 1024, 1.5)
-    met = bench.check_targets(bench.summarize(_fleet(900, 800, 7000, 15.0)), [1, 10, 1000],
-                              "direct wrk -k c=100", idle)
-    assert [t.met for t in met] == [True] * 9, bench.targets_table(met)
+    met = check_targets(stats.summarize(_fleet(900, 800, 7000, 15.0)), [1, 10, 1000],
+                              DIRECT, idle)
+    assert [t.met for t in met] == [True] * 9, report.targets_table(met)
     assert "0.90x (900 vs 1000 req/s)" in met[0].measured
     assert met[5].measured == "min 7000 req/s (c=10)"  # c=1 is not held to 6000
 
     small = IdleResult(10000, 10000, 9000, 9000, 30000, 50 * 1024, 60 * 1024, 1.5)
-    missed = bench.check_targets(bench.summarize(_fleet(500, 100, 5000, 30.0)), [1, 10, 1000],
-                                 "direct wrk -k c=100", small)
+    missed = check_targets(stats.summarize(_fleet(500, 100, 5000, 30.0)), [1, 10, 1000],
+                                 DIRECT, small)
     verdicts = {t.name: t.met for t in missed}
     assert verdicts["lb throughput vs haproxy, ab c=100 (no keep-alive)"] is False
     assert verdicts["seed sweep through lb, every c >= 10"] is False
     assert verdicts["seed sweep p99 at c=1000, lb vs haproxy"] is False
     assert verdicts["lb RSS holding 10000 idle connections"] is False  # not all held
-    assert "**NO**" in bench.targets_table(missed)
+    assert "**NO**" in report.targets_table(missed)
 
 
 def test_targets_without_haproxy_or_nginx_are_not_applicable() -> None:
     runs = [r for r in _fleet(900, 800, 7000, 15.0)
             if r.target not in ("haproxy", "nginx", "nginx return-200")]
-    targets = bench.check_targets(bench.summarize(runs), [1, 10, 1000],
-                                  "direct wrk -k c=100", None)
+    targets = check_targets(stats.summarize(runs), [1, 10, 1000],
+                                  DIRECT, None)
     by_name = {t.name: t for t in targets}
     assert by_name["lb throughput vs haproxy, ab c=100 (no keep-alive)"].met is None
     assert by_name["lb throughput vs haproxy, ab c=100 (no keep-alive)"].measured == \
@@ -406,24 +476,32 @@ def test_targets_without_haproxy_or_nginx_are_not_applicable() -> None:
 
 def test_ratios_table_and_report() -> None:
     runs = _fleet(900, 800, 7000, 15.0)
-    summary = bench.summarize(runs)
-    table = bench.ratios_table(summary)
+    summary = stats.summarize(runs)
+    table = report.ratios_table(summary)
     assert "| ab c=100 | 900 | 1000 | 500 | 0.90x | 1.80x |" in table
-    targets = bench.check_targets(summary, [1, 10, 1000], "direct wrk -k c=100", None)
-    md = bench.markdown(runs, summary, targets, {"machine": "test"}, ["a note"], None)
+    targets = check_targets(summary, [1, 10, 1000], DIRECT, None)
+    md = report.markdown(runs, summary, targets, {"machine": "test"}, ["a note"], None)
     assert "## Targets" in md and "- a note" in md and "- machine: test" in md
-    data = bench.to_json(runs, summary, targets, {}, [], None)
+    data = report.to_json(runs, summary, targets, {}, [], None)
     assert len(data["runs"]) == len(runs) and data["runs"][0]["valid"] is True
     json.dumps(data)
 
 
 # --------------------------------------------------------------------------- end to end
 
+@pytest.mark.parametrize("flag, value", [("--lb-port", "70000"), ("--backend-ports", "1,2,x"),
+                                         ("--only", "traefik"), ("--pause", "-1")])
+def test_bad_options_are_one_line_errors(flag: str, value: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "loadtests.benchmark", flag, value],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert flag in proc.stderr and "Traceback" not in proc.stderr
+
 
 
 def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:
     ports = free_ports(6)
-    argv = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--only",
+    argv = [sys.executable, "-m", "loadtests.benchmark", "--quick", "--only",
             "gservers", "--no-install", "--requests", "300", "--wrk-duration", "1",
             "--levels", "1,10", "--seed-requests", "100", "--idle-connections", "200",
             "--pause", "0.05", "--backend-ports", ",".join(map(str, ports[:4])),

@@ -37,8 +37,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,9 +44,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import loadclient
-from tests.loadclient import LoadClient
-from tests.support import ADMIN_RE, LISTEN_RE, ROOT, Balancer, Server, start, wait_until
+from loadtests.faults import load as loadclient
+from loadtests.faults.load import LoadClient
+from loadtests.supervisor import python, spawn, wait_listening
+from tests.support import ADMIN_RE, ROOT, Balancer, Server, start, wait_until
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0
@@ -110,27 +109,11 @@ def free_subnet(pid: int) -> tuple[int, int]:
 
 def start_in(host: Host) -> Server:
     """``python -m gservers.backend`` inside ``host``'s namespace; wait for it."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", host.ns, sys.executable, "-m", "gservers.backend",
-         "--model", "async", "--host", host.address, str(PORT)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    found = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if LISTEN_RE.search(line):
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    server = Server(proc, host.address, PORT, lines)
-    if not found.wait(20) or not any(LISTEN_RE.search(x) for x in lines):
-        server.stop(timeout=5)
-        raise RuntimeError(f"backend in {host.ns} did not start:\n{''.join(lines)}")
-    return server
+    server = spawn(f"backend in {host.ns}", ["ip", "netns", "exec", host.ns,
+                                            *python("gservers.backend", "--model", "async",
+                                                    "--host", host.address, str(PORT))],
+                   cwd=str(ROOT))
+    return wait_listening(server, 20)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from loadtests import ab, report, seed
+from loadtests import report, seed
 from loadtests.cell import Cell, from_ab
+from loadtests.tools import ab
 
 DATA = Path(__file__).parent / "data" / "ab"
 

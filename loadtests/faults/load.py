@@ -1,23 +1,29 @@
-# tests/loadclient.py -- a threaded HTTP/1.1 load client that keeps score.
+# loadtests/faults/load.py -- a threaded HTTP/1.1 load client that keeps score.
 #
 # Strategy: N OS threads, each with its own raw socket to 127.0.0.1, send
 # GETs one at a time (keep-alive by default, or a fresh connection per
-# request) until told to stop or a request cap is reached.  Every request's
-# fate is recorded as an Outcome, and the kinds are chosen so that a test can
-# tell apart what a balancer may do (close an idle connection before a
-# request is answered, refuse new connections once it stops listening) from
-# what it must never do (cut a response short, answer 5xx, hang).  Each
-# request carries a unique target (``?t=THREAD&c=CONN&n=SEQ``) so that it can
-# be matched against the balancer's access log.  Everything is bounded: a
-# per-read timeout (hang protection only) and a cap on requests per thread.
+# request) until told to stop or a request cap is reached, optionally paced
+# (a pause before each request) so that one bounded load can span the phases
+# of a fault scenario.  Every request's fate is recorded as an Outcome, with
+# when it was sent and when it ended, and the kinds are chosen so that a
+# caller can tell apart what a balancer may do (close an idle connection
+# before a request is answered, refuse new connections once it stops
+# listening) from what it must never do (cut a response short, answer 5xx,
+# hang).  Each request carries a unique target (``?t=THREAD&c=CONN&n=SEQ``)
+# so that it can be matched against the balancer's access log and against
+# what a fault proxy did to it.  Everything is bounded: a per-read timeout
+# (hang protection only) and a cap on requests per thread.  ``fetch`` is the
+# same reader for one GET on a fresh connection.
 from __future__ import annotations
 
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
+HOST = "127.0.0.1"
 #: A complete response was read (any status).
 COMPLETE = "complete"
 #: connect() failed: no request was sent (e.g. the listener is closed).
@@ -46,9 +52,17 @@ class Outcome:
     body_len: int = 0
     close: bool = False       #: the response said Connection: close
     error: str = ""
+    began: float = 0.0        #: monotonic time the request (or connect) began
+    at: float = 0.0           #: monotonic time its fate was known
+
+    @property
+    def seconds(self) -> float:
+        """How long the request took, from its first byte sent to its end."""
+        return self.at - self.began
 
     @property
     def ok(self) -> bool:
+        """A complete 200."""
         return self.kind == COMPLETE and self.status == 200
 
 
@@ -97,28 +111,54 @@ def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[s
             more()
         return status, headers, bytes(buf[consumed:need])
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = bytearray()
-        pos = consumed
-        while True:
-            while b"\r\n" not in buf[pos:]:
-                more()
-            eol = buf.index(b"\r\n", pos)
-            size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
-            pos = eol + 2
-            if size == 0:
-                while b"\r\n" not in buf[pos:]:
-                    more()
-                return status, headers, bytes(body)
-            while len(buf) < pos + size + 2:
-                more()
-            body.extend(buf[pos:pos + size])
-            pos += size + 2
+        return status, headers, _chunked(buf, consumed, more)
     # Delimited by close.
     while True:
         try:
             more()
         except _Cut:
             return status, headers, bytes(buf[consumed:])
+
+
+def _chunked(buf: bytearray, pos: int, more: Callable[[], None]) -> bytes:
+    """The chunked body that starts at ``buf[pos]``, calling ``more`` to read on."""
+    body = bytearray()
+    while True:
+        while b"\r\n" not in buf[pos:]:
+            more()
+        eol = buf.index(b"\r\n", pos)
+        size = int(bytes(buf[pos:eol]).split(b";")[0], 16)
+        pos = eol + 2
+        if size == 0:
+            while b"\r\n" not in buf[pos:]:
+                more()
+            return bytes(body)
+        while len(buf) < pos + size + 2:
+            more()
+        body.extend(buf[pos:pos + size])
+        pos += size + 2
+
+
+@dataclass
+class Response:
+    """One whole response, as ``fetch`` read it."""
+
+    status: int
+    headers: dict[str, str]   #: lower-cased names
+    body: bytes
+
+
+def fetch(port: int, path: str = "/page.html", timeout: float = 15.0) -> Response | None:
+    """One GET on a fresh connection to 127.0.0.1:``port``; None when no
+    whole response came (refused, cut, malformed, or hang protection hit)."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            return Response(*read_response(sock))
+    except (_Cut, ValueError, OSError):
+        return None
 
 
 class LoadClient:
@@ -145,6 +185,7 @@ class LoadClient:
 
     # -- control --------------------------------------------------------------
     def start(self) -> LoadClient:
+        """Start the worker threads; returns self."""
         for index in range(self.threads):
             t = threading.Thread(target=self._run, args=(index,), daemon=True,
                                  name=f"load-{index}")
@@ -153,6 +194,7 @@ class LoadClient:
         return self
 
     def stop(self) -> None:
+        """Ask every worker to end after its current request."""
         self._stop.set()
 
     def join(self, timeout: float = 30.0) -> bool:
@@ -162,7 +204,17 @@ class LoadClient:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._workers)
 
+    def finish(self, timeout: float = 30.0) -> list[Outcome]:
+        """Stop, wait for every worker, and return the outcomes; TimeoutError
+        if a worker is still running after ``timeout`` (a hang)."""
+        self.stop()
+        if not self.join(timeout):
+            raise TimeoutError("a load thread hung")
+        with self._lock:
+            return list(self.outcomes)
+
     def count(self) -> int:
+        """Requests finished so far."""
         with self._lock:
             return len(self.outcomes)
 
@@ -182,11 +234,13 @@ class LoadClient:
                            for o in self.outcomes)
 
     # -- one worker -------------------------------------------------------------
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome, began: float) -> None:
+        outcome.began, outcome.at = began, time.monotonic()
         with self._lock:
             self.outcomes.append(outcome)
 
     def _run(self, index: int) -> None:
+        """Worker ``index``: requests until stopped or capped, reconnecting as needed."""
         sock: socket.socket | None = None
         conn = -1
         seq = 0
@@ -198,12 +252,12 @@ class LoadClient:
                     seq = 0
                 target = f"{self.path}?t={index}&c={conn}&n={seq}"
                 if sock is None:
+                    began = time.monotonic()
                     try:
-                        sock = socket.create_connection(("127.0.0.1", self.port),
-                                                        timeout=self.timeout)
+                        sock = socket.create_connection((HOST, self.port), timeout=self.timeout)
                     except OSError as exc:
                         self._record(Outcome(index, conn, 0, target, CONNECT_FAILED,
-                                             error=type(exc).__name__))
+                                             error=type(exc).__name__), began)
                         sent += 1
                         if self.stop_on_connect_failure:
                             return
@@ -212,10 +266,11 @@ class LoadClient:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.pace:
                     time.sleep(self.pace)
+                began = time.monotonic()
                 outcome = self._one(sock, index, conn, seq, target)
                 sent += 1
                 seq += 1
-                self._record(outcome)
+                self._record(outcome, began)
                 if outcome.kind != COMPLETE or outcome.close or not self.keep_alive:
                     sock.close()
                     sock = None
@@ -225,7 +280,8 @@ class LoadClient:
 
     def _one(self, sock: socket.socket, index: int, conn: int, seq: int,
              target: str) -> Outcome:
-        request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+        """Send one GET on ``sock`` and read its response: what became of it."""
+        request = (f"GET {target} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
                    + ("" if self.keep_alive else "Connection: close\r\n") + "\r\n").encode()
         try:
             sock.sendall(request)

@@ -1,4 +1,4 @@
-# loadtests/ab.py -- run ApacheBench for one cell and read everything it prints.
+# loadtests/tools/ab.py -- run ApacheBench for one cell and read everything it prints.
 #
 # Strategy: ``ab`` is run as a subprocess with ``-r`` (a receive error is
 # counted, not fatal: the seed's runs "completed" requests that were empty
@@ -6,18 +6,20 @@
 # milliseconds, finer than the whole-ms table on stdout).  ``parse`` is a
 # pure function over ab's text, tested on saved outputs; ``judge`` decides
 # validity from the figures alone: every response must be a 2xx of the
-# expected full size, or the cell is invalid and says why.
+# expected full size, or the cell is invalid and says why.  ``request`` is
+# the request ab sends, which loadtests.tools.probe sizes that response by.
 from __future__ import annotations
 
 import csv
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
+
+from loadtests.tools import probe
 
 
 class AbError(Exception):
@@ -157,21 +159,14 @@ def run(url: str, requests: int, concurrency: int, keepalive: bool = False,
     return result, output
 
 
+def request(host: str, port: int, path: str, keepalive: bool = False) -> bytes:
+    """The request ab sends for ``http://host:port/path`` (with ``-k`` when
+    ``keepalive``)."""
+    return (f"GET {path} HTTP/1.0\r\n" + ("Connection: Keep-Alive\r\n" if keepalive else "")
+            + f"Host: {host}:{port}\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n"
+            ).encode()
+
+
 def response_size(host: str, port: int, path: str, keepalive: bool = False) -> int:
     """Bytes of one full response to the request ab would send."""
-    request = (f"GET {path} HTTP/1.0\r\n" + ("Connection: Keep-Alive\r\n" if keepalive else "")
-               + f"Host: {host}:{port}\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n")
-    with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(request.encode())
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            head_end = data.find(b"\r\n\r\n")
-            if head_end >= 0:
-                match = re.search(rb"\r\ncontent-length: *(\d+)", data[:head_end], re.I)
-                if match and len(data) >= head_end + 4 + int(match.group(1)):
-                    break
-    return len(data)
+    return probe.response_size(host, port, request(host, port, path, keepalive))
