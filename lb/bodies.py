@@ -6,13 +6,18 @@
 # read, and re-framed for the backend (a chunked body is re-chunked, so the
 # client's own chunk framing never passes through unchecked).  Errors in the
 # body come out as the HttpError the framing gives (408 for a stall, 4xx for
-# a malformed body).  The proxy's connection class mixes this in.
+# a malformed body).  A client connection makes its RequestBody for the
+# first request with a body.
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from gservers.http import LAST_CHUNK, Data, End, Head, Rejected, chunk
+
+if TYPE_CHECKING:
+    from gservers.net.stream import ClientStream
+    from lb.config import LBConfig
 
 
 class ClientGone(Exception):
@@ -20,15 +25,19 @@ class ClientGone(Exception):
 
 
 class RequestBody:
-    """Body reading for a client connection; the host class provides
-    ``config`` (with ``max_body_buffer``) and ``stream`` (a ClientStream)."""
+    """Reads request bodies from ``stream`` (a client connection's
+    ClientStream), keeping up to ``config.max_body_buffer`` bytes."""
 
-    config: Any
-    stream: Any
-    _prefix: list[bytes]  #: body pieces read before streaming began
+    __slots__ = ("stream", "config", "_prefix")
 
-    def _read_body(self, head: Head) -> bytes | None:
-        """The whole body if it fits the buffer, else None (stream it later).
+    def __init__(self, stream: ClientStream, config: LBConfig) -> None:
+        self.stream = stream
+        self.config = config
+        self._prefix: Sequence[bytes] = ()  #: body pieces read before streaming began
+
+    def read(self, head: Head) -> bytes | None:
+        """The whole body if it fits the buffer, else None (then stream it
+        with ``pieces``).
 
         Raises RequestTimeout, or HttpError for a malformed body."""
         limit = self.config.max_body_buffer
@@ -51,12 +60,12 @@ class RequestBody:
                 self._prefix = parts
                 return None
 
-    def _body_pieces(self, head: Head) -> Iterator[bytes]:
+    def pieces(self, head: Head) -> Iterator[bytes]:
         """Stream the rest of a large body, framed for the backend."""
         rechunk = head.chunked
         for data in self._prefix:
             yield chunk(data) if rechunk else data
-        self._prefix = []
+        self._prefix = ()
         while True:
             event = self.stream.next()
             if event is None:

@@ -6,34 +6,22 @@
 # its own: the policy picks a backend, its pool lends a keep-alive
 # connection, the head is rebuilt (hop-by-hop headers dropped, X-Forwarded-*
 # and Via added, framing re-stated) and the response is relayed event by
-# event, so bodies of any size stream in both directions.  Request bodies up
-# to ``max_body_buffer`` are read first, which makes the request replayable:
-# a failed connect or send is retried on the next backend for any method; a
-# backend that dies before answering is retried only for idempotent methods.
-# Once a response byte has gone to the client there is no retry: the client
-# connection is closed instead.
+# event (lb.relay), so bodies of any size stream in both directions.
+# Request bodies up to ``max_body_buffer`` are read first (lb.bodies), which
+# makes the request replayable: a failed connect or send is retried on the
+# next backend for any method; a backend that dies before answering is
+# retried only for idempotent methods.  Once a response byte has gone to the
+# client there is no retry: the client connection is closed instead.  Idle
+# client connections are parked without a greenlet (lb.parking).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gservers.http import (
-    LAST_CHUNK,
-    Data,
-    End,
-    Head,
-    HttpError,
-    Limits,
-    Rejected,
-    RequestParser,
-    ResponseParser,
-    chunk,
-)
+from gservers.http import Head, HttpError, Limits, Rejected, RequestParser, ResponseParser
 from gservers.http.responses import CONTINUE, Response, error_response, expects_continue
 from gservers.net.idle import IdleConnections
 from gservers.net.stream import (
-    RECV_SIZE,
     ClientStream,
     Draining,
     RequestTimeout,
@@ -47,24 +35,23 @@ from lb.backends import Backends, BackendState, RetryBudget
 from lb.bodies import ClientGone, RequestBody
 from lb.config import LBConfig
 from lb.parking import PARK_AFTER, Parking
-from lb.rewrite import client_response, upstream_request
-from lb.upstream import Busy, ConnectError
+from lb.relay import Outcome, Relay
+from lb.rewrite import upstream_request
+from lb.upstream import Busy, ConnectError, Upstream
 
 if TYPE_CHECKING:
     from gservers.net.greenpool import GreenletPool
 
 SERVER = b"gservers-lb/0.1"
 #: Seconds a new connection that has sent nothing yet waits in its greenlet
-#: before it is parked.  A client's request usually lags its handshake a
-#: little (under ab -c 100 a fifth to a third of new connections had nothing
-#: to read yet when their greenlet first ran), and parking then waking one
-#: costs more than this wait; an idle flood still holds few greenlets.
+#: before it is parked.  A client's request often lags its handshake a
+#: little, and parking then waking one costs more than this wait; an idle
+#: flood still holds few greenlets.
 FRESH_PARK_AFTER = 0.05
 #: Client-side limits leave room for what the balancer adds (X-Forwarded-For,
 #: X-Forwarded-Proto, Via): whatever it accepts, a backend with the default
 #: limits accepts after rewriting.
 CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
 
 
 class Stats:
@@ -81,41 +68,27 @@ class Stats:
         self.responses[status] = self.responses.get(status, 0) + 1
 
 
-@dataclass
-class Outcome:
-    """How one attempt at a backend ended."""
-
-    sent: int = 0                 #: response bytes sent to the client
-    status: int = 0
-    retry: bool = False           #: nothing reached the client and the request may be replayed
-    error: HttpError | None = None
-    client_keep_alive: bool = True
-    upstream_time: float = 0.0
-
-
 class Proxy:
     """Shared state of one worker's proxy: config, backends, stats, log.
 
-    Idle client connections are *parked*: rather than a greenlet blocked in
-    recv (about 9 KB each), a connection waiting for a request -- one that
-    has sent nothing yet at once, one between requests after PARK_AFTER
-    seconds -- keeps only an I/O watcher and a keep-alive timer (about 2 KB),
-    and is given a greenlet again from the server's pool when bytes arrive.
-    ``parked`` holds their
+    Idle client connections are *parked* (lb.parking): rather than a
+    greenlet blocked in recv, a connection waiting for a request keeps only
+    an I/O watcher and a keep-alive timer, and is given a greenlet again
+    from the server's pool when bytes arrive.  ``parked`` holds their
     sockets, which the server must not close when the handler returns."""
 
-    def __init__(self, config: LBConfig, backends: Backends, pool: GreenletPool | None = None,
+    def __init__(self, config: LBConfig, backends: Backends, pool: GreenletPool,
                  access_log: Any = None) -> None:
         """``pool``: the server's greenlet pool; a parked connection holds one
         of its slots, so --max-connections still bounds active and parked
-        connections.  Without one, connections are never parked."""
+        connections."""
         self.config = config
         self.backends = backends
         self.idle = IdleConnections()
         self.stats = Stats()
         self.budget = RetryBudget(config.retry_budget)
         self.access_log = access_log
-        self.parked: dict[Any, _ClientConnection] = {}  #: socket -> its connection
+        self.parked: dict[Any, Parking] = {}  #: socket -> its connection's Parking
         self.pool = pool
 
     def handle(self, sock: Any, address: Any) -> None:
@@ -125,11 +98,13 @@ class Proxy:
 
     def close_parked(self) -> None:
         """Close every parked connection (the end of a stop)."""
-        for conn in list(self.parked.values()):
-            conn.unpark_and_close()
+        for parking in list(self.parked.values()):
+            parking.close()
 
 
-class _ClientConnection(Parking, RequestBody):
+class _ClientConnection:
+    """One client connection, from accept to close."""
+
     def __init__(self, proxy: Proxy, sock: Any, address: Any) -> None:
         self.proxy = proxy
         self.config = proxy.config
@@ -138,8 +113,10 @@ class _ClientConnection(Parking, RequestBody):
         self.key = str(address[0]) if address else "-"
         self.stream = ClientStream(sock, RequestParser(CLIENT_LIMITS), proxy.idle,
                                    self.config.header_timeout, self.config.keepalive_timeout,
-                                   FRESH_PARK_AFTER if proxy.pool is not None else None)
-        self._prefix: list[bytes] = []
+                                   FRESH_PARK_AFTER)
+        # Made when first needed: most connections send no body and never park.
+        self.body: RequestBody | None = None
+        self.parking: Parking | None = None
         self._fresh = True
 
     def run(self) -> None:
@@ -182,8 +159,7 @@ class _ClientConnection(Parking, RequestBody):
                 return False
             if self._fresh:
                 self._fresh = False
-                if self.proxy.pool is not None:
-                    stream.park_after = PARK_AFTER
+                stream.park_after = PARK_AFTER
             if isinstance(event, Rejected):
                 reject(sock, event.error, SERVER)
                 return False
@@ -192,6 +168,15 @@ class _ClientConnection(Parking, RequestBody):
             if not self._request(event):
                 close_gently(sock)
                 return False
+
+    def _park(self, keepalive: float) -> bool:
+        """Wait up to ``keepalive`` seconds for the next request without a
+        greenlet; False if that cannot be done now."""
+        parking = self.parking
+        if parking is None:
+            parking = self.parking = Parking(self.sock, self.stream, self.proxy.pool,
+                                             self.proxy.parked)
+        return parking.park(keepalive, self.run, self._close)
 
     # -- one request ---------------------------------------------------------
     def _request(self, head: Head) -> bool:
@@ -208,8 +193,11 @@ class _ClientConnection(Parking, RequestBody):
             self.sock.sendall(CONTINUE)
         body: bytes | None = b""
         if has_body:
+            reader = self.body
+            if reader is None:
+                reader = self.body = RequestBody(self.stream, self.config)
             try:
-                body = self._read_body(head)
+                body = reader.read(head)
             except RequestTimeout:
                 return self._local(head, HttpError(408, "request body timeout"), False,
                                    started=started)
@@ -284,9 +272,9 @@ class _ClientConnection(Parking, RequestBody):
             else:
                 backend.pool.discard(upstream)
 
-    def _exchange(self, upstream: Any, backend: BackendState, head: Head,
+    def _exchange(self, upstream: Upstream, backend: BackendState, head: Head,
                   body: bytes | None) -> tuple[Outcome, bool]:
-        config, backends = self.config, self.proxy.backends
+        config, backends, sock = self.config, self.proxy.backends, upstream.sock
         if body is not None:  # buffered: state its length (none for a bodiless request)
             declared = body or head.content_length is not None or head.chunked
             request = upstream_request(head, self.client_ip, len(body) if declared else None,
@@ -294,15 +282,16 @@ class _ClientConnection(Parking, RequestBody):
         else:  # streamed: keep the client's framing
             request = upstream_request(head, self.client_ip, head.content_length, head.chunked)
         began = time.monotonic()
-        upstream.settimeout(config.response_timeout)
+        sock.settimeout(config.response_timeout)
         try:
             if body is not None:
-                upstream.sendall(request + body)
+                sock.sendall(request + body)
             else:
-                upstream.sendall(request)
-                set_nodelay(upstream)  # a streamed body: several writes
-                for piece in self._body_pieces(head):
-                    upstream.sendall(piece)
+                sock.sendall(request)
+                set_nodelay(sock)  # a streamed body: several writes
+                assert self.body is not None  # made when the body was read
+                for piece in self.body.pieces(head):
+                    sock.sendall(piece)
         except RequestTimeout:  # the client stalled mid-body: its fault, not the backend's
             return Outcome(error=HttpError(408, "request body timeout"),
                            client_keep_alive=False), False
@@ -313,107 +302,27 @@ class _ClientConnection(Parking, RequestBody):
             return Outcome(retry=body is not None, error=HttpError(502, "backend failed")), False
         return self._relay(upstream, backend, head, body is not None, began)
 
-    def _relay(self, upstream: Any, backend: BackendState, head: Head,
+    def _relay(self, upstream: Upstream, backend: BackendState, head: Head,
                replayable: bool, began: float) -> tuple[Outcome, bool]:
         """Read the backend's response and pass it on to the client.  The
         connection keeps its parser for the next response if this one ended
         cleanly; otherwise the parser is released, whatever way it ended."""
-        parser = upstream.attachment
+        parser = upstream.parser
         if parser is None:
             parser = ResponseParser(head.method)
         else:  # the connection's last response ended cleanly: go on with its parser
             parser.expect(head.method)
-            upstream.attachment = None
+            upstream.parser = None
         clean = False
         try:
-            out, clean = self._pump(parser, upstream, backend, head, replayable, began)
-            return out, clean
+            self.stream.sending(self.config.send_timeout)
+            keep = head.keep_alive and not self.proxy.idle.draining
+            relay = Relay(self.sock, upstream.sock, parser, self.proxy.backends, backend, head,
+                          replayable, began, keep)
+            clean = relay.run()
+            return relay, clean
         finally:
             if clean and not parser.dead:
-                upstream.attachment = parser
+                upstream.parser = parser
             else:
                 parser.release()
-
-    def _pump(self, parser: ResponseParser, upstream: Any, backend: BackendState, head: Head,
-              replayable: bool, began: float) -> tuple[Outcome, bool]:
-        backends = self.proxy.backends
-        out = Outcome()
-        client_11 = head.version == "1.1"
-        rechunk = False
-        keep = head.keep_alive and not self.proxy.idle.draining
-        upstream_keep = False
-        done = False
-        interim = False
-        nodelay = False
-        sock = self.sock
-        self.stream.sending(self.config.send_timeout)
-        recv = upstream.recv_later  # the first read: the answer cannot be here yet
-        while not done:
-            try:
-                data = recv(RECV_SIZE)
-                recv = upstream.recv
-            except TimeoutError:
-                backends.failed(backend, "response timeout")
-                out.error = HttpError(504, "backend response timed out")
-                out.client_keep_alive = keep
-                return out, False
-            except OSError:
-                data = b""  # a reset reads as a close
-            events = parser.feed(data) if data else parser.finish()
-            if not data and not events and out.sent == 0 and not parser.in_message:
-                # Closed before answering: the keep-alive race on a reused
-                # connection, or a backend that died.  Replay only what is safe.
-                backends.failed(backend, "closed before responding")
-                out.retry = replayable and head.method in IDEMPOTENT
-                out.error = HttpError(502, "backend closed the connection")
-                out.client_keep_alive = keep
-                return out, False
-            pieces: list[bytes] = []
-            for event in events:
-                if type(event) is Data:
-                    pieces.append(chunk(event.data) if rechunk else event.data)
-                elif type(event) is Head and event.status < 200:
-                    interim = True  # forwarded to HTTP/1.1 clients (RFC 9110 15.2)
-                    if client_11:
-                        pieces.append(client_response(event, True, True, False))
-                elif type(event) is Head:
-                    out.status = event.status
-                    out.upstream_time = time.monotonic() - began
-                    upstream_keep = event.keep_alive
-                    framed = event.content_length is not None or not _has_body(head, event)
-                    if not framed and not client_11:
-                        keep = False          # close-delimited to an HTTP/1.0 client
-                    rechunk = not framed and client_11
-                    pieces.append(client_response(event, keep, client_11, rechunk))
-                elif type(event) is End and interim:
-                    interim = False
-                elif type(event) is End:
-                    if rechunk:
-                        pieces.append(LAST_CHUNK)
-                    done = True
-                else:  # Rejected: the backend's response is malformed or cut short
-                    backends.failed(backend, event.error.reason)
-                    out.error = event.error
-                    out.client_keep_alive = keep and out.sent == 0
-                    return out, False
-            if pieces:
-                payload = b"".join(pieces)
-                try:
-                    if out.sent and not nodelay:  # a response in several writes: no Nagle waits
-                        set_nodelay(sock)
-                        nodelay = True
-                    sock.sendall(payload)
-                except OSError:
-                    raise ClientGone() from None
-                out.sent += len(payload)
-            if not data and not done:
-                break
-        if out.error is None:
-            backends.succeeded(backend, out.upstream_time)
-        out.client_keep_alive = keep and out.error is None
-        clean = done and out.error is None and upstream_keep and not parser.in_message
-        return out, clean
-
-
-def _has_body(request: Head, response: Head) -> bool:
-    return request.method != b"HEAD" and response.status not in (204, 304)

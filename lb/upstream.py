@@ -3,22 +3,25 @@
 # Strategy: idle connections wait in a deque, newest on the right.  acquire()
 # takes the newest (the one least likely to have been closed by the backend),
 # after closing any that idled past ``idle_timeout`` from the left.  A taken
-# connection is checked with a zero-timeout select: readable while idle means
+# connection is checked with a zero-timeout poll: readable while idle means
 # the backend closed it (or sent something unasked), so it is dropped and a
 # *fresh* connection is made -- never another pooled one that may be just as
 # stale.  Connections are made to the address resolved at start, with no
 # name lookup per connect.  At most ``max_busy`` connections are lent out at
 # once; a request beyond that waits (in order) for one to come back, as
 # haproxy's per-server maxconn queues, and gives up after ``queue_timeout``.
+# What is lent is an ``Upstream``: the socket and the parser of its last
+# response, kept for the next one, since a new parser costs about as much as
+# parsing a short response.
 from __future__ import annotations
 
 import socket
 import time
 from collections import deque
-from typing import Any
 
 from gevent.lock import BoundedSemaphore
 
+from gservers.http import ResponseParser
 from gservers.net.greensock import GreenSocket
 
 
@@ -30,23 +33,41 @@ class Busy(Exception):
     """Every one of the backend's slots stayed taken for the whole wait."""
 
 
+class Upstream:
+    """A connection to a backend as the pool lends it: its socket, and the
+    parser of its last response while that ended cleanly (the proxy takes
+    it for the next response and puts it back)."""
+
+    __slots__ = ("sock", "parser")
+
+    def __init__(self, sock: GreenSocket) -> None:
+        self.sock = sock
+        self.parser: ResponseParser | None = None  #: kept for the next response
+
+    def close(self) -> None:
+        """Close the socket and release a kept parser."""
+        if self.parser is not None:
+            self.parser.release()
+            self.parser = None
+        self.sock.close()
+
+
 class UpstreamPool:
     """Idle keep-alive connections to one backend address."""
 
     def __init__(self, family: int, sockaddr: tuple, max_idle: int, idle_timeout: float,
                  connect_timeout: float, max_busy: int = 0, queue_timeout: float = 10.0) -> None:
         self.family = family
-        #: Connections lent out at once, at most: a backend is CPU-bound, and
-        #: a thousand concurrent requests made a thousand new connections
-        #: for no more throughput (ab -c 1000 through the lb: 0.74x the
-        #: requests/s of a limit of 64 per backend).  None: no limit.
+        #: Connections lent out at once, at most: a backend is CPU-bound, so
+        #: a connection per concurrent request adds connections, not
+        #: throughput.  None: no limit.
         self.slots = BoundedSemaphore(max_busy) if max_busy else None
         self.queue_timeout = queue_timeout
         self.sockaddr = sockaddr
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
-        self._idle: deque[tuple[Any, float]] = deque()
+        self._idle: deque[tuple[Upstream, float]] = deque()
         self.connects = 0      #: new connections made
         self.reuses = 0        #: requests sent on a pooled connection
 
@@ -55,8 +76,8 @@ class UpstreamPool:
         """Connections waiting in the pool."""
         return len(self._idle)
 
-    def connect(self) -> Any:
-        """A new connection; raises ConnectError."""
+    def connect(self) -> GreenSocket:
+        """A new connection's socket; raises ConnectError."""
         # Our side closes first, so these sockets end in TIME_WAIT holding an
         # ephemeral port for a minute; SO_REUSEADDR lets a server listen on
         # such a port meanwhile (44444 itself is in Linux's ephemeral range).
@@ -69,7 +90,7 @@ class UpstreamPool:
         self.connects += 1
         return sock
 
-    def acquire(self) -> tuple[Any, bool]:
+    def acquire(self) -> tuple[Upstream, bool]:
         """(connection, reused): the newest live idle one, else a new one;
         waits for a slot when the limit is reached.  Raises Busy or
         ConnectError.  Give the connection back with ``release`` or
@@ -83,34 +104,34 @@ class UpstreamPool:
                 self.slots.release()
             raise
 
-    def _take(self) -> tuple[Any, bool]:
+    def _take(self) -> tuple[Upstream, bool]:
         idle = self._idle
         if idle:
             now = time.monotonic()
             while idle and now - idle[0][1] > self.idle_timeout:
                 idle.popleft()[0].close()
             if idle:
-                sock = idle.pop()[0]
-                if not sock.readable():
+                conn = idle.pop()[0]
+                if not conn.sock.readable():
                     self.reuses += 1
-                    return sock, True
-                sock.close()
-        return self.connect(), False
+                    return conn, True
+                conn.close()
+        return Upstream(self.connect()), False
 
-    def release(self, sock: Any) -> None:
+    def release(self, conn: Upstream) -> None:
         """Give back a connection whose last response ended cleanly."""
         if self.slots is not None:
             self.slots.release()
         if len(self._idle) < self.max_idle:
-            self._idle.append((sock, time.monotonic()))
+            self._idle.append((conn, time.monotonic()))
         else:
-            sock.close()
+            conn.close()
 
-    def discard(self, sock: Any) -> None:
+    def discard(self, conn: Upstream) -> None:
         """Close a lent connection that cannot be reused."""
         if self.slots is not None:
             self.slots.release()
-        sock.close()
+        conn.close()
 
     def reap(self) -> None:
         """Close connections idle past the timeout."""

@@ -33,7 +33,7 @@ class GreenSocket:
     """A connected stream socket for use from greenlets (not thread-safe)."""
 
     __slots__ = ("_sock", "_loop", "_hub", "_read", "_write", "_timer", "_timeout",
-                 "_deadline", "_armed_for", "_waiter", "family", "attachment", "_poll", "_reading")
+                 "_deadline", "_armed_for", "_waiter", "family", "_poll", "_reading")
 
     def __init__(self, sock: Any) -> None:
         """Wrap ``sock``: a raw ``_socket.socket`` (or a stdlib one), which
@@ -53,9 +53,6 @@ class GreenSocket:
         self._armed_for = 0.0          #: when the timer fires, if armed
         self._waiter: Any = None       #: the greenlet waiting on this socket
         self._reading = False          #: whether it waits on the read watcher
-        #: Free for the owner's use (the balancer keeps an upstream
-        #: connection's response parser here, to parse its next response).
-        self.attachment: Any = None
         self._poll: Any = None  #: a poll object, for sockets checked often (see connect)
 
     @classmethod
@@ -163,7 +160,6 @@ class GreenSocket:
         """Close (again: nothing); a greenlet waiting on this socket gets EBADF."""
         if self._sock.fileno() < 0:
             return
-        self.attachment = None
         self._poll = None  # registered by descriptor number, which is about to be reused
         if self._timer is not None:
             self._timer.stop()
