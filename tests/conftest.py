@@ -1,9 +1,29 @@
-# tests/conftest.py -- fixtures: real backends of each model, per module.
+# tests/conftest.py -- markers by kind of test, and real backends of each model.
+#
+# Strategy: a test's folder says its kind -- unit/ (no processes),
+# integration/ (real servers over real sockets), system/ (load, faults,
+# benchmarks, network namespaces) -- and is turned into a marker, so
+# ``-m "not slow"`` leaves out every system test.
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from tests.support import Server, start_backend
+
+KINDS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind, and every system test ``slow``."""
+    for item in items:
+        parts = Path(str(item.path)).parts
+        kind = next((k for k in KINDS if k in parts), None)
+        if kind is not None:
+            item.add_marker(kind)
+        if kind == "system":
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module", params=["async", "thread"])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The supervisor's names, as the tests import them from here.
+from gservers.net.listen import only_time_wait
 from loadtests.supervisor import ADMIN_RE as ADMIN_RE
 from loadtests.supervisor import LISTEN_RE as LISTEN_RE
 from loadtests.supervisor import Balancer, Supervisor, python, spawn, wait_listening
@@ -218,3 +219,26 @@ def start_lb(*args: str, backends: list[int] | None = None, admin: bool = True,
     with its admin listener on a free port too (unless ``admin`` is False)."""
     return Supervisor().balancer(*args, backends=backends or [], admin=admin, timeout=timeout,
                                  cwd=str(ROOT))
+
+
+def time_wait_port() -> int:
+    """A port of 127.0.0.1 that only a TIME_WAIT socket holds, nothing
+    listening: a client socket bound to it without SO_REUSEADDR (as the
+    ephemeral port connect() picks is) connects to a listener of ours on
+    another port and closes first, so its end lingers in TIME_WAIT for a
+    minute.  On Linux that blocks a listener's bind even with SO_REUSEADDR."""
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client.bind(("127.0.0.1", 0))
+        port = client.getsockname()[1]
+        client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        with accepted:
+            client.close()  # the client's end closes first: it is the one to wait
+            assert accepted.recv(1) == b""
+    deadline = time.monotonic() + 10
+    while not only_time_wait(port):  # the client's end: FIN_WAIT2, then TIME_WAIT
+        assert time.monotonic() < deadline, f"port {port} never went to TIME_WAIT alone"
+        time.sleep(0.02)
+    return port

@@ -1,4 +1,4 @@
-# tests/test_lb_malformed.py -- malformed and ambiguous requests through the balancer.
+# tests/integration/test_lb_malformed.py -- malformed and ambiguous requests through the balancer.
 #
 # Strategy: one real ``python -m lb`` process sits in front of a recording
 # origin (tests/recording_backend.py) for the whole module.  The origin is
@@ -43,10 +43,10 @@ from gservers.backend.config import DEFAULT_ROOT
 from gservers.http import Data, End, Head, Limits, Rejected, RequestParser
 from gservers.http.responses import frame
 from lb.rewrite import upstream_request
+from tests.corpus import CASES, Case
 from tests.recording_backend import Connection, RecordingBackend, Request
 from tests.recording_backend import Reply as Scripted
 from tests.support import Balancer, Reply, send_and_read, start_backend, start_lb
-from tests.test_http import CASES, Case
 
 HANG = 10.0                      #: socket timeout: only to stop a hang
 RARE_HEALTH = ("--health-interval", "3600")

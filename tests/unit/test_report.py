@@ -1,4 +1,4 @@
-# tests/test_report.py -- rendering the results from saved cells.
+# tests/unit/test_report.py -- rendering the results from saved cells.
 #
 # Strategy: cells are built from the saved ab outputs (tests/data/ab), so the
 # table, CSV, JSON, seed comparison and plots are tested on real figures,
@@ -11,8 +11,9 @@ from pathlib import Path
 from loadtests import report, seed
 from loadtests.cell import Cell, from_ab
 from loadtests.tools import ab
+from tests.support import ROOT
 
-DATA = Path(__file__).parent / "data" / "ab"
+DATA = ROOT / "tests" / "data" / "ab"
 
 
 def cells() -> list[Cell]:

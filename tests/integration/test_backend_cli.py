@@ -1,4 +1,4 @@
-# tests/test_backend_cli.py -- the backend's command line, as a user meets it.
+# tests/integration/test_backend_cli.py -- the backend's command line, as a user meets it.
 #
 # Strategy: everything runs ``python -m gservers.backend`` as a real process.
 # Refusals (bad flag values, unknown flags, a busy port, a port held only by
@@ -29,7 +29,16 @@ from pathlib import Path
 import pytest
 
 from gservers.net.listen import only_time_wait
-from tests.support import ROOT, Server, exchange, run_cli, start, start_backend, wait_port_closed
+from tests.support import (
+    ROOT,
+    Server,
+    exchange,
+    run_cli,
+    start,
+    start_backend,
+    time_wait_port,
+    wait_port_closed,
+)
 
 MODULE = "gservers.backend"
 MODELS = ("async", "thread")
@@ -111,27 +120,6 @@ def test_busy_port_exit_2_one_line(model: str) -> None:
         assert first.stop() == 0
 
 
-def time_wait_port() -> int:
-    """A port of 127.0.0.1 that only a TIME_WAIT socket holds, nothing
-    listening: a client socket bound to it without SO_REUSEADDR (as the
-    ephemeral port connect() picks is) connects to a listener of ours on
-    another port and closes first, so its end lingers in TIME_WAIT for a
-    minute.  On Linux that blocks a listener's bind even with SO_REUSEADDR."""
-    with socket.socket() as listener, socket.socket() as client:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client.bind(("127.0.0.1", 0))
-        port = client.getsockname()[1]
-        client.connect(listener.getsockname())
-        accepted, _ = listener.accept()
-        with accepted:
-            client.close()  # the client's end closes first: it is the one to wait
-            assert accepted.recv(1) == b""
-    deadline = time.monotonic() + 10
-    while not only_time_wait(port):  # the client's end: FIN_WAIT2, then TIME_WAIT
-        assert time.monotonic() < deadline, f"port {port} never went to TIME_WAIT alone"
-        time.sleep(0.02)
-    return port
 
 
 def test_only_time_wait_tells_closing_connections_from_a_listener() -> None:

@@ -1,4 +1,4 @@
-# tests/test_conformance.py -- HTTP/1.1 conformance of both backend models.
+# tests/integration/test_conformance.py -- HTTP/1.1 conformance of both backend models.
 #
 # Strategy: every test talks raw bytes to a real backend process (started
 # through its CLI by the ``backend`` fixture, once per model) over 127.0.0.1,

@@ -1,4 +1,4 @@
-# tests/test_proxy.py -- the reverse proxy, end to end, as both peers see it.
+# tests/integration/test_proxy.py -- the reverse proxy, end to end, as both peers see it.
 #
 # Strategy: the balancer runs as a real ``python -m lb`` process; behind it
 # sits tests/recording_backend.py, an in-process raw-socket origin that keeps

@@ -1,4 +1,4 @@
-# tests/test_greenpool.py -- gservers/greenpool.py in-process, under gevent.
+# tests/unit/test_greenpool.py -- gservers/greenpool.py in-process, under gevent.
 #
 # Strategy: no mocks and no monkey-patching.  Each test body runs under a
 # hard gevent.Timeout (``bounded``), so nothing can hang; calls are made to

@@ -1,4 +1,4 @@
-# tests/test_fault_scenarios.py -- every scenario of the fault catalogue behaves as specified.
+# tests/system/test_fault_scenarios.py -- the catalogue of fault scenarios, each as a test.
 #
 # Strategy: the tests run the same catalogue as scripts/reliability
 # (loadtests/faults/scenarios.py), one test per scenario: real backends and

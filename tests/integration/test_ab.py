@@ -1,4 +1,4 @@
-# tests/test_ab.py -- the ApacheBench parser and verdict, on saved ab outputs.
+# tests/integration/test_ab.py -- the ApacheBench parser and verdict, on saved ab outputs.
 #
 # Strategy: tests/data/ab holds real ab outputs captured here: clean runs
 # (with and without -k), a run of 404s, a run against a server that dropped
@@ -13,14 +13,13 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 
 from loadtests.tools import ab, probe, wrk
-from tests.support import start_backend
+from tests.support import ROOT, start_backend
 
-DATA = Path(__file__).parent / "data" / "ab"
+DATA = ROOT / "tests" / "data" / "ab"
 
 
 def load(name: str) -> ab.AbResult:

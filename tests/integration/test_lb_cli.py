@@ -1,4 +1,4 @@
-# tests/test_lb_cli.py -- ``python -m lb``: help, bad configuration, TOML files.
+# tests/integration/test_lb_cli.py -- ``python -m lb``: help, bad configuration, TOML files.
 #
 # Strategy: everything goes through the real command line in a subprocess.
 # --help must exit 0 and name every flag generated from LBConfig.  Each bad
@@ -29,8 +29,8 @@ from tests.support import (
     start,
     start_backend,
     start_lb,
+    time_wait_port,
 )
-from tests.test_backend_cli import time_wait_port
 
 
 def flags() -> list[str]:

@@ -1,4 +1,4 @@
-# tests/test_reliability_script.py -- scripts/reliability (python -m loadtests.faults) as a
+# tests/system/test_reliability_script.py -- scripts/reliability (python -m loadtests.faults) as a
 # user runs it.
 #
 # Strategy: run the real program as a subprocess -- --help through the bash
@@ -22,7 +22,7 @@ import pytest
 from loadtests.faults import SCENARIOS, Row
 from loadtests.faults.__main__ import HEADER, RULE, as_json, table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CODES = re.compile(r"^[\w-]+×\d+( [\w-]+×\d+)*$")
 
 

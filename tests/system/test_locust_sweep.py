@@ -1,4 +1,4 @@
-# tests/test_locust_sweep.py -- loadtests/sweep.py run for real, as Locust runs it.
+# tests/system/test_locust_sweep.py -- loadtests/sweep.py run for real, as Locust runs it.
 #
 # Strategy: Locust monkey-patches on import, so it never runs in this process:
 # every test starts `python -m locust -f loadtests/sweep.py` as a subprocess

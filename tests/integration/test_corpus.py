@@ -1,4 +1,4 @@
-# tests/test_corpus.py -- the raw request corpus against real backends.
+# tests/integration/test_corpus.py -- the raw request corpus against real backends.
 #
 # Strategy: every file under tests/requests (format in its README) is sent
 # verbatim over a fresh TCP connection to a backend of each model (the
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.corpus import CASES, Case
 from tests.support import Reply, Server, parse_responses, send_and_read
-from tests.test_http import CASES, Case
 
 CLOSER = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 #: Longest wait for the server's answer or close; a healthy exchange ends at once.

@@ -1,4 +1,4 @@
-# tests/test_greensock.py -- gservers/greensock.py over real loopback sockets.
+# tests/unit/test_greensock.py -- gservers/greensock.py over real loopback sockets.
 #
 # Strategy: no mocks and no monkey-patching.  Every test runs its body in a
 # greenlet of its own under a hard gevent.Timeout (``bounded``), so nothing

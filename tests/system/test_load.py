@@ -1,4 +1,4 @@
-# tests/test_load.py -- both models under real load, and a graceful stop under load.
+# tests/system/test_load.py -- both models under real load, and a graceful stop under load.
 #
 # Strategy: ApacheBench (/usr/bin/ab) drives each model, once with 1000
 # concurrent fresh connections and once with 50 keep-alive connections, and

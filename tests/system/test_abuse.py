@@ -1,4 +1,4 @@
-# tests/test_abuse.py -- abusive clients against the balancer and the backends.
+# tests/system/test_abuse.py -- abusive clients against the balancer and the backends.
 #
 # Strategy: every server is a real process started through its command line
 # (tests/support.py, or the small starter below when the test needs to set

@@ -1,4 +1,4 @@
-# tests/test_bench_floor.py -- scripts/bench_floor (loadtests.floor_bench) and its relay,
+# tests/system/test_bench_floor.py -- scripts/bench_floor (loadtests.floor_bench) and its relay,
 # for real.
 #
 # Strategy: one tiny run of the program on free ports (real backends, the real

@@ -1,4 +1,4 @@
-# tests/test_bench.py -- the comparison benchmark: its pure parts and one tiny run.
+# tests/system/test_bench.py -- the comparison benchmark: its pure parts and one tiny run.
 #
 # Strategy: the pure parts of loadtests/benchmark/ (workloads and the plan,
 # stats, targets, configs, report) and loadtests/tools/wrk.py are tested on

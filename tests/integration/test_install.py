@@ -1,4 +1,4 @@
-# tests/test_install.py -- the set-up every script does first (scripts/env.sh).
+# tests/integration/test_install.py -- the set-up every script does first (scripts/env.sh).
 #
 # Strategy: the real scripts run in a subprocess.  The interpreter choice is
 # checked on scratch copies of the scripts (so no real venv is made there):

@@ -1,4 +1,4 @@
-# tests/test_policies.py -- lb/policies.py as pure functions over fake backends.
+# tests/unit/test_policies.py -- lb/policies.py as pure functions over fake backends.
 #
 # Strategy: a policy only reads ``name``, ``weight`` and ``in_flight``, so the
 # candidates here are tiny dataclasses and every test is a deterministic loop

@@ -1,4 +1,4 @@
-# tests/test_lb_faults.py -- the balancer under faults, with real processes.
+# tests/system/test_lb_faults.py -- the balancer under faults, with real processes.
 #
 # Strategy: every test starts its own backends (``python -m gservers.backend``)
 # and balancer (``python -m lb``) through their command lines on free ports of

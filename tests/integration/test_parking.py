@@ -1,4 +1,4 @@
-# tests/test_parking.py -- idle client connections parked without a greenlet.
+# tests/integration/test_parking.py -- idle client connections parked without a greenlet.
 #
 # Strategy: the balancer parks a client connection that has sent nothing yet,
 # or has been idle for a second between requests (lb.proxy.PARK_AFTER).  A

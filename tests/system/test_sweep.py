@@ -1,4 +1,4 @@
-# tests/test_sweep.py -- the main job end to end, on a small sweep.
+# tests/system/test_sweep.py -- the main job end to end, on a small sweep.
 #
 # Strategy: run the real sweep command (python -m loadtests) against real
 # servers it starts itself on free ports, with a small n and two levels, and

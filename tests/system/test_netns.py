@@ -1,4 +1,4 @@
-# tests/test_netns.py -- backends on separate hosts, and one host's link cut.
+# tests/system/test_netns.py -- backends on separate hosts, and one host's link cut.
 #
 # Strategy: as root, each backend gets a host of its own: a network
 # namespace (named per test run, ``gsv-<pid>-a``...) joined to the root
@@ -48,6 +48,8 @@ from loadtests.faults import load as loadclient
 from loadtests.faults.load import LoadClient
 from loadtests.supervisor import python, spawn, wait_listening
 from tests.support import ADMIN_RE, ROOT, Balancer, Server, start, wait_until
+
+pytestmark = pytest.mark.netns
 
 PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0

@@ -1,4 +1,4 @@
-# tests/test_faultproxy.py -- the fault proxy itself, and the balancer in front of
+# tests/system/test_faultproxy.py -- the fault proxy itself, and the balancer in front of
 # misbehaving backends where the fault catalogue has no scenario.
 #
 # Strategy: no mocks.  The proxy's modes are checked first against one real

@@ -1,4 +1,4 @@
-# tests/test_supervisor.py -- loadtests/supervisor.py on real processes.
+# tests/integration/test_supervisor.py -- loadtests/supervisor.py on real processes.
 #
 # Strategy: small Python programs started through the supervisor stand in
 # for servers: one that prints a listening line with its working directory

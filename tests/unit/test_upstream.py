@@ -1,4 +1,4 @@
-# tests/test_upstream.py -- the balancer's keep-alive pool for one backend.
+# tests/unit/test_upstream.py -- the balancer's keep-alive pool for one backend.
 #
 # Strategy: an UpstreamPool in this process, in greenlets, against a real
 # listening socket on 127.0.0.1: reuse of an idle connection, a connection
