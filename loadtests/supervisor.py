@@ -228,6 +228,21 @@ def wait_port(port: int, host: str = HOST, timeout: float = 65.0) -> bool:
     return True
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
+               interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` passes (hang protection
+    only); an OSError from the predicate counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(interval)
+    return False
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free right now on 127.0.0.1."""
     socks = [socket.socket() for _ in range(n)]

@@ -24,6 +24,7 @@ from loadtests.supervisor import LISTEN_RE as LISTEN_RE
 from loadtests.supervisor import Balancer, Supervisor, python, spawn, wait_listening
 from loadtests.supervisor import Process as Server
 from loadtests.supervisor import free_ports as free_ports
+from loadtests.supervisor import wait_until as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,19 +188,6 @@ def strip_date(raw: bytes) -> bytes:
     return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", raw)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
-               interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` passes (hang protection
-    only); an OSError from the predicate counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(interval)
-    return False
 
 
 def wait_port_closed(port: int, timeout: float = 10.0) -> bool:

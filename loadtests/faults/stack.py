@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gservers
+from loadtests import supervisor
 from loadtests.faults import load as loadmod
 from loadtests.faults.load import LoadClient, Outcome
 from loadtests.faults.proxy import FaultProxy
@@ -123,19 +123,9 @@ def page_targets(targets: list[str]) -> Counter:
     return Counter(t for t in targets if t.startswith("/page.html?"))
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT,
-               interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` passes (hang protection
-    only); an OSError from the predicate counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(interval)
-    return False
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """supervisor.wait_until with a scenario phase's hang protection."""
+    return supervisor.wait_until(predicate, timeout)
 
 
 def need(condition: bool, message: str) -> None:
