@@ -186,7 +186,7 @@ class _ClientConnection:
         proxy.stats.requests += 1
         proxy.budget.deposit()
         if head.method == b"CONNECT":
-            return self._local(head, HttpError(405, "CONNECT is not supported"), False,
+            return self._answer_error(head, HttpError(405, "CONNECT is not supported"), False,
                                started=started)
         has_body = head.chunked or bool(head.content_length)
         if expects_continue(head):
@@ -199,10 +199,10 @@ class _ClientConnection:
             try:
                 body = reader.read(head)
             except RequestTimeout:
-                return self._local(head, HttpError(408, "request body timeout"), False,
+                return self._answer_error(head, HttpError(408, "request body timeout"), False,
                                    started=started)
             except HttpError as exc:
-                return self._local(head, exc, False, started=started)
+                return self._answer_error(head, exc, False, started=started)
         tried: list[BackendState] = []
         while True:
             backend = proxy.backends.choose(self.key, tried)
@@ -211,7 +211,7 @@ class _ClientConnection:
                     error = HttpError(502, "no backend could take the request")
                 else:
                     error = HttpError(503, "no healthy backend")
-                return self._local(head, error, True, retry_after=not tried, started=started)
+                return self._answer_error(head, error, True, retry_after=not tried, started=started)
             tried.append(backend)
             outcome = self._attempt(backend, head, body)
             if outcome.retry and len(tried) <= config.retries and proxy.budget.withdraw():
@@ -220,14 +220,15 @@ class _ClientConnection:
                 continue
             break
         if outcome.error is not None and outcome.sent == 0:
-            return self._local(head, outcome.error, outcome.client_keep_alive,
+            return self._answer_error(head, outcome.error, outcome.client_keep_alive,
                                backend=backend.name, started=started)
         proxy.stats.count(outcome.status)
         self._log(head, outcome.status, outcome.sent, backend.name, outcome.upstream_time, started)
         return outcome.client_keep_alive and outcome.error is None
 
-    def _local(self, head: Head, error: HttpError, keep_alive: bool, retry_after: bool = False,
-               backend: str = "-", started: float | None = None) -> bool:
+    def _answer_error(self, head: Head, error: HttpError, keep_alive: bool,
+                      retry_after: bool = False, backend: str = "-",
+                      started: float | None = None) -> bool:
         """Answer ``error`` from the balancer itself."""
         response = error_response(error, close=not keep_alive)
         if retry_after:

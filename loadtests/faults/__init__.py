@@ -16,7 +16,7 @@ from __future__ import annotations
 from loadtests.faults.load import LoadClient, Outcome, Response, fetch
 from loadtests.faults.proxy import MODES, FaultProxy
 from loadtests.faults.scenarios import CATALOGUE, SCENARIOS, Scenario, run, select
-from loadtests.faults.stack import Row, Stack
+from loadtests.faults.stack import Row, ScenarioSetup
 
 __all__ = ["CATALOGUE", "MODES", "SCENARIOS", "FaultProxy", "LoadClient", "Outcome",
-           "Response", "Row", "Scenario", "Stack", "fetch", "run", "select"]
+           "Response", "Row", "Scenario", "ScenarioSetup", "fetch", "run", "select"]

@@ -3,7 +3,7 @@
 #
 # Strategy: the command line only picks scenarios from the catalogue
 # (scenarios.py) and says where the JSON goes; each picked scenario runs on
-# a Stack of its own (real processes on 127.0.0.1, ended by PID), one after
+# a ScenarioSetup of its own (real processes on 127.0.0.1, ended by PID), one after
 # the other, with a progress line each on stderr.  Then the Markdown table
 # on stdout, the notes under it, and the rows as JSON if asked.  The exit
 # code is 1 when any scenario did not behave as specified, 2 for bad input

@@ -7,7 +7,7 @@
 # ejected where the checks cannot see the fault), a second of load without
 # it (no request may reach it while down, the others take the load), the
 # fault ends, the balancer must bring it back by itself (the recovery time),
-# and a tail of load.  Each check function drives its scenario on a Stack,
+# and a tail of load.  Each check function drives its scenario on a ScenarioSetup,
 # fills the Row with the load's figures and returns the problems found: the
 # timeline's own, and those of the scenario's stated expectation (in
 # scenarios.py), e.g. exactly the garbled requests answered 502.
@@ -28,7 +28,7 @@ from loadtests.faults.stack import (
     PAGE,
     WAIT,
     Row,
-    Stack,
+    ScenarioSetup,
     allowed,
     backends,
     finish,
@@ -147,13 +147,13 @@ def counted(state: dict[str, Any], failures: int = 1, ejections: int = 0) -> lis
 
 # -- signals to a backend's PID -------------------------------------------------------
 
-def three(stack: Stack, *lb_args: str) -> tuple[list[Process], Balancer]:
+def three(stack: ScenarioSetup, *lb_args: str) -> tuple[list[Process], Balancer]:
     """Three backends and a balancer over them."""
     procs = [stack.backend() for _ in range(3)]
     return procs, stack.balancer(*LB_BASE, *lb_args, backends=[p.port for p in procs])
 
 
-def sigkill(stack: Stack, row: Row) -> list[str]:
+def sigkill(stack: ScenarioSetup, row: Row) -> list[str]:
     """SIGKILL one of three backends under load, restart it on its port."""
     procs, lb = three(stack)
     victim = procs[1]
@@ -175,7 +175,7 @@ def sigkill(stack: Stack, row: Row) -> list[str]:
     return problems
 
 
-def sigstop(stack: Stack, row: Row) -> list[str]:
+def sigstop(stack: ScenarioSetup, row: Row) -> list[str]:
     """SIGSTOP one of three backends under load, SIGCONT it later."""
     procs, lb = three(stack, "--response-timeout", "1", "--eject-failures", "1")
     victim = procs[1]
@@ -194,7 +194,7 @@ def sigstop(stack: Stack, row: Row) -> list[str]:
 
 # -- a fault proxy in front of each backend ---------------------------------------------
 
-def proxied(stack: Stack, *lb_args: str,
+def proxied(stack: ScenarioSetup, *lb_args: str,
             **proxy_options: Any) -> tuple[list[Process], list[FaultProxy], Balancer]:
     """Three backends, a FaultProxy in front of each, a balancer over the proxies."""
     procs = [stack.backend() for _ in range(3)]
@@ -205,7 +205,7 @@ def proxied(stack: Stack, *lb_args: str,
     return procs, proxies, lb
 
 
-def through_proxy(stack: Stack, row: Row, mode: str, lb_args: tuple[str, ...] = (),
+def through_proxy(stack: ScenarioSetup, row: Row, mode: str, lb_args: tuple[str, ...] = (),
                   codes: frozenset[str] = frozenset({"200"}), out_by: str = "down",
                   **proxy_options: Any
                   ) -> tuple[list[Outcome], FaultProxy, Balancer, list[str]]:
@@ -228,7 +228,7 @@ def victim_state(lb: Balancer, proxy: FaultProxy) -> dict[str, Any]:
     return backends(lb)[name_of(proxy.port)]
 
 
-def garbage(stack: Stack, row: Row) -> list[str]:
+def garbage(stack: ScenarioSetup, row: Row) -> list[str]:
     """One backend answers non-HTTP bytes to every request."""
     outcomes, bad, lb, problems = through_proxy(
         stack, row, "garbage", ("--pool-idle-timeout", "60"), frozenset({"200", "502"}))
@@ -245,7 +245,7 @@ def garbage(stack: Stack, row: Row) -> list[str]:
     return problems + counted(victim_state(lb, bad))
 
 
-def truncate(stack: Stack, row: Row) -> list[str]:
+def truncate(stack: ScenarioSetup, row: Row) -> list[str]:
     """One backend's responses cut mid-body (after the head went out)."""
     outcomes, bad, lb, problems = through_proxy(
         stack, row, "truncate", ("--pool-idle-timeout", "60"), frozenset({"200", "cut"}),
@@ -263,7 +263,7 @@ def truncate(stack: Stack, row: Row) -> list[str]:
     return problems + counted(victim_state(lb, bad), sum(cut.values()), 1)
 
 
-def reset(stack: Stack, row: Row) -> list[str]:
+def reset(stack: ScenarioSetup, row: Row) -> list[str]:
     """One backend's connections reset (RST) when a request arrives."""
     _, bad, lb, problems = through_proxy(stack, row, "reset")
     resets = bad.stats().get("reset", 0)
@@ -279,7 +279,7 @@ def reset(stack: Stack, row: Row) -> list[str]:
     return problems
 
 
-def latency(stack: Stack, row: Row) -> list[str]:
+def latency(stack: ScenarioSetup, row: Row) -> list[str]:
     """One backend answers LATENCY_MS late per chunk, past the response timeout."""
     _, bad, lb, problems = through_proxy(
         stack, row, "latency", ("--response-timeout", f"{LATENCY_TIMEOUT:g}"),
@@ -289,7 +289,7 @@ def latency(stack: Stack, row: Row) -> list[str]:
     return problems + counted(victim_state(lb, bad), 1, 1)
 
 
-def blackhole(stack: Stack, row: Row) -> list[str]:
+def blackhole(stack: ScenarioSetup, row: Row) -> list[str]:
     """One backend reads requests and never answers."""
     outcomes, bad, lb, problems = through_proxy(
         stack, row, "blackhole", ("--response-timeout", f"{BLACKHOLE_TIMEOUT:g}"),
@@ -310,7 +310,7 @@ def blackhole(stack: Stack, row: Row) -> list[str]:
 
 # -- every backend at once -------------------------------------------------------------
 
-def all_down(stack: Stack, row: Row) -> list[str]:
+def all_down(stack: ScenarioSetup, row: Row) -> list[str]:
     """SIGKILL both backends under load, restart them on their ports."""
     procs = [stack.backend() for _ in range(2)]
     lb = stack.balancer(*LB_BASE, backends=[p.port for p in procs])

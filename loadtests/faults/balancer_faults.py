@@ -8,7 +8,7 @@
 # then one byte every half second, never finished) and a flood of idle
 # keep-alive connections past --max-connections -- driven by one select()
 # loop each, on non-blocking sockets, bounded in connections and time.
-# Each check function drives its scenario on a Stack, fills the Row and
+# Each check function drives its scenario on a ScenarioSetup, fills the Row and
 # returns the problems against the expectation stated in scenarios.py.
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from loadtests.faults.stack import (
     LB_BASE,
     WAIT,
     Row,
-    Stack,
+    ScenarioSetup,
     allowed,
     backends,
     finish,
@@ -61,7 +61,7 @@ def access_log(path: Path, problems: list[str]) -> dict[str, int]:
     return logged
 
 
-def lb_sigterm(stack: Stack, row: Row) -> list[str]:
+def lb_sigterm(stack: ScenarioSetup, row: Row) -> list[str]:
     """SIGTERM the balancer under load (--grace 10)."""
     procs = [stack.backend() for _ in range(2)]
     log_path = stack.dir / "access.log"
@@ -111,7 +111,7 @@ def write_backends(config: Path, ports: list[int]) -> None:
     os.replace(tmp, config)
 
 
-def lb_sighup(stack: Stack, row: Row) -> list[str]:
+def lb_sighup(stack: ScenarioSetup, row: Row) -> list[str]:
     """SIGHUP the balancer under load after its config swapped A, B for C, D."""
     a, b, c, d = (stack.backend() for _ in range(4))
     config = stack.dir / "lb.toml"
@@ -216,7 +216,7 @@ def add_ended(row: Row, ended: Counter, prefix: str, ok: str = "") -> None:
                 row.lost += v
 
 
-def slowloris(stack: Stack, row: Row) -> list[str]:
+def slowloris(stack: ScenarioSetup, row: Row) -> list[str]:
     """SLOW_CONNECTIONS slowloris connections while a load runs."""
     procs = [stack.backend() for _ in range(2)]
     lb = stack.balancer(*LB_BASE, "--header-timeout", f"{HEADER_TIMEOUT:g}",
@@ -289,7 +289,7 @@ def answered(buf: bytearray, data: bytes) -> str | None:
     return None
 
 
-def flood(stack: Stack, row: Row) -> list[str]:
+def flood(stack: ScenarioSetup, row: Row) -> list[str]:
     """FLOOD idle keep-alive connections past --max-connections MAX_CONNECTIONS."""
     procs = [stack.backend() for _ in range(2)]
     lb = stack.balancer(*LB_BASE, "--max-connections", str(MAX_CONNECTIONS),

@@ -3,7 +3,7 @@
 # Strategy: each scenario is a small frozen object -- its --only name, the
 # table's title, what is injected, the stated expectation, and the check
 # function (backend_faults.py, balancer_faults.py) that drives it on a
-# fresh Stack and returns the problems found -- and all of them sit in one
+# fresh ScenarioSetup and returns the problems found -- and all of them sit in one
 # dict, SCENARIOS, in the order of the table.  ``Scenario.run`` gives a Row
 # whose verdict is "ok" exactly when every check of the expectation held; a
 # phase that hangs, a process that will not start or a balancer that stops
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from loadtests.faults import backend_faults as bf
 from loadtests.faults import balancer_faults as lbf
-from loadtests.faults.stack import Hang, Row, Stack, verdict
+from loadtests.faults.stack import Hang, Row, ScenarioSetup, verdict
 from loadtests.supervisor import StartError
 
-#: A check: drives the scenario on a Stack, fills the Row, returns the problems.
-Check = Callable[[Stack, Row], list[str]]
+#: A check: drives the scenario on a ScenarioSetup, fills the Row, returns the problems.
+Check = Callable[[ScenarioSetup, Row], list[str]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Scenario:
     expectation: str   #: the behaviour the verdict is judged against
     check: Check
 
-    def run(self, stack: Stack) -> Row:
+    def run(self, stack: ScenarioSetup) -> Row:
         """Run on ``stack``; the Row's verdict says whether it behaved as specified."""
         row = Row(self.title, name=self.name, injected=self.injected,
                   expectation=self.expectation)
@@ -49,8 +49,8 @@ class Scenario:
 
 
 def run(scenario: Scenario) -> Row:
-    """Run ``scenario`` on a Stack of its own, everything stopped afterwards."""
-    with Stack() as stack:
+    """Run ``scenario`` on a ScenarioSetup of its own, everything stopped afterwards."""
+    with ScenarioSetup() as stack:
         return scenario.run(stack)
 
 

@@ -1,6 +1,6 @@
 # loadtests/faults/stack.py -- what one fault scenario runs on, and the row it fills.
 #
-# Strategy: a Stack is everything one scenario started -- a Supervisor
+# Strategy: a ScenarioSetup is everything one scenario started -- a Supervisor
 # (loadtests/supervisor.py: async backends and a balancer, real processes
 # on free ports of 127.0.0.1, each ended by its PID), the fault proxies put
 # in front of backends, the load clients, and a scratch directory -- and it
@@ -156,7 +156,7 @@ def head_length(port: int) -> int:
     return data.index(b"\r\n\r\n") + 4
 
 
-class Stack:
+class ScenarioSetup:
     """What one scenario started; everything ended on the way out."""
 
     def __init__(self) -> None:
@@ -166,7 +166,7 @@ class Stack:
         self._tmp = tempfile.TemporaryDirectory(prefix="gsv-faults-")
         self.dir = Path(self._tmp.name)  #: scratch space (configs, access logs)
 
-    def __enter__(self) -> Stack:
+    def __enter__(self) -> ScenarioSetup:
         return self
 
     def __exit__(self, *exc: object) -> None:

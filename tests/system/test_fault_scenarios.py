@@ -16,7 +16,16 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.faults import CATALOGUE, SCENARIOS, Outcome, Row, Scenario, Stack, run, select
+from loadtests.faults import (
+    CATALOGUE,
+    SCENARIOS,
+    Outcome,
+    Row,
+    Scenario,
+    ScenarioSetup,
+    run,
+    select,
+)
 from loadtests.faults import load as loadmod
 from loadtests.faults.stack import Hang, tally
 
@@ -62,11 +71,11 @@ def test_tally_counts_sent_failed_and_lost() -> None:
 
 
 def test_a_verdict_lists_every_problem_and_a_hang_is_not_ok() -> None:
-    def two_problems(stack: Stack, row: Row) -> list[str]:
+    def two_problems(stack: ScenarioSetup, row: Row) -> list[str]:
         row.sent = 3
         return ["2 failed", "no 503 seen"]
 
-    def hangs(stack: Stack, row: Row) -> list[str]:
+    def hangs(stack: ScenarioSetup, row: Row) -> list[str]:
         raise Hang("load did not start")
 
     failing = Scenario("x", "x", "nothing", "everything", two_problems)
