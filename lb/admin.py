@@ -34,6 +34,10 @@ def snapshot(proxy: Proxy, backends: Backends) -> dict[str, Any]:
             "responses": {str(k): v for k, v in sorted(stats.responses.items())},
             "retries": stats.retries,
             "client_connections": stats.client_connections,
+            # Read here, when asked, not counted per request: parked client
+            # connections (no greenlet), and the greenlets running calls now.
+            "parked": len(proxy.parked),
+            "greenlets": len(proxy.pool),
             "draining": proxy.idle.draining,
         },
         "backends": [{
@@ -69,6 +73,11 @@ class _Collector:
                                   value=totals["retries"])
         yield GaugeMetricFamily("gservers_lb_client_connections", "open client connections",
                                 value=totals["client_connections"])
+        yield GaugeMetricFamily("gservers_lb_parked_connections",
+                                "idle client connections parked without a greenlet",
+                                value=totals["parked"])
+        yield GaugeMetricFamily("gservers_lb_greenlets", "greenlets of the worker's pool in use",
+                                value=totals["greenlets"])
         per = {
             "requests": CounterMetricFamily("gservers_lb_backend_requests",
                                             "requests sent to the backend", labels=["backend"]),
