@@ -326,3 +326,22 @@ class RecordingBackend:
                 return None
             raw_body = body = data
         return Request(raw_head, method, target, version, headers, raw_body, body, conn.index)
+
+
+def hang_up() -> Responder:
+    """Read the whole request, then close without sending a byte: a backend
+    that dies before answering."""
+    def respond(req: Request) -> Reply:
+        return Reply(b"", close=True)
+    return respond
+
+
+def held(release: threading.Event, inner: Responder, target: bytes = b"/slow",
+         timeout: float = 60.0) -> Responder:
+    """``inner``'s answer; a request for ``target`` first waits (in its
+    connection's thread) until ``release`` is set, or ``timeout`` passes."""
+    def respond(req: Request) -> Reply:
+        if req.target == target:
+            release.wait(timeout)
+        return inner(req)
+    return respond

@@ -1,0 +1,154 @@
+# tests/integration/test_lb_policies_live.py -- which backend gets a request, live.
+#
+# Strategy: recording origins behind a real ``python -m lb``; every request
+# goes on a fresh client connection, and where it went is read off the
+# origins (which one received it, and the X-Forwarded-For the balancer
+# added), never off the balancer's own counters.  The consistent hash is
+# keyed by the client's address, so clients are given distinct addresses by
+# binding their sockets to different addresses of 127.0.0.0/8.  Reloads are
+# checked the same way: after SIGHUP to the master of two workers, new
+# connections -- spread over both workers by SO_REUSEPORT -- all land on the
+# new backend.
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.recording_backend import RecordingBackend, fixed, held
+from tests.support import Balancer, parse_responses, read_all, start_lb, wait_until
+
+QUIET = ("--health-interval", "3600")
+
+
+def get(port: int, target: str = "/", source: str = "127.0.0.1") -> int:
+    """GET ``target`` on a fresh connection from ``source``; the status (0: none)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = read_all(sock, 20)
+    replies = parse_responses(data, [b"GET"])
+    return replies[0].status if replies else 0
+
+
+def counts(origins: list[RecordingBackend]) -> list[int]:
+    return [len(o.requests) for o in origins]
+
+
+@pytest.fixture
+def origins() -> Iterator[list[RecordingBackend]]:
+    made = [RecordingBackend() for _ in range(3)]
+    yield made
+    for origin in made:
+        origin.stop()
+
+
+def balancer(origins: list[RecordingBackend], *args: str) -> Balancer:
+    lb = start_lb(*QUIET, *args, backends=[o.port for o in origins])
+    for origin in origins:
+        origin.wait_health_check()
+    return lb
+
+
+def stop(lb: Balancer) -> None:
+    code = lb.server.stop()
+    assert "Traceback" not in lb.server.log, lb.server.log
+    assert code == 0
+
+
+# -- consistent_hash --------------------------------------------------------------------
+
+CLIENTS = [f"127.0.0.{i}" for i in range(1, 24)]  # 23: no round-robin period fits
+PER_CLIENT = 4
+
+
+def test_consistent_hash_keeps_each_client_on_one_backend(
+        origins: list[RecordingBackend]) -> None:
+    lb = balancer(origins, "--policy", "consistent_hash")
+    try:
+        for _ in range(PER_CLIENT):
+            for client in CLIENTS:
+                assert get(lb.port, source=client) == 200
+    finally:
+        stop(lb)
+    where: dict[bytes, set[int]] = {}
+    for index, origin in enumerate(origins):
+        for req in origin.requests:
+            where.setdefault(req.header("x-forwarded-for") or b"?", set()).add(index)
+    assert set(where) == {c.encode() for c in CLIENTS}
+    spread = {client: sorted(backends) for client, backends in where.items()
+              if len(backends) > 1}
+    assert not spread, f"one client's requests went to several backends: {spread}"
+    assert sum(counts(origins)) == PER_CLIENT * len(CLIENTS)
+    # Keyed by the client, not one backend for all: 23 clients over 3 backends.
+    assert len({next(iter(b)) for b in where.values()}) > 1
+
+
+# -- random_two -------------------------------------------------------------------------
+
+def test_random_two_uses_several_backends(origins: list[RecordingBackend]) -> None:
+    lb = balancer(origins, "--policy", "random_two")
+    try:
+        statuses = [get(lb.port) for _ in range(60)]
+    finally:
+        stop(lb)
+    assert statuses == [200] * 60
+    seen = counts(origins)
+    assert sum(seen) == 60
+    assert sum(1 for n in seen if n) > 1, f"every request went to one backend: {seen}"
+
+
+# -- least_connections ------------------------------------------------------------------
+
+def test_least_connections_avoids_the_busy_backend(origins: list[RecordingBackend]) -> None:
+    release = threading.Event()
+    for origin in origins:
+        origin.responder = held(release, fixed())
+    lb = balancer(origins, "--policy", "least_connections")
+    slow: list[int] = []
+    client = threading.Thread(target=lambda: slow.append(get(lb.port, "/slow")), daemon=True)
+    try:
+        client.start()
+        assert wait_until(lambda: any(o.requests for o in origins), timeout=20)
+        busy = next(i for i, o in enumerate(origins) if o.requests)
+        statuses = [get(lb.port, "/fast") for _ in range(12)]
+        seen = counts(origins)
+        release.set()
+        client.join(30)
+    finally:
+        release.set()
+        stop(lb)
+    assert statuses == [200] * 12
+    assert slow == [200]
+    assert seen[busy] == 1, f"a new request went to the backend holding one in flight: {seen}"
+    assert sum(seen) == 13
+
+
+# -- SIGHUP through the master to every worker ------------------------------------------
+
+def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
+    old, new = RecordingBackend(), RecordingBackend()
+    config = tmp_path / "lb.toml"
+    config.write_text(f'backend = ["127.0.0.1:{old.port}"]\n')
+    lb = start_lb(*QUIET, "--workers", "2", "--config", str(config))
+    try:
+        before = [get(lb.port) for _ in range(20)]
+        assert before == [200] * 20
+        assert (len(old.requests), len(new.requests)) == (20, 0)
+        config.write_text(f'backend = ["127.0.0.1:{new.port}"]\n')
+        lb.server.signal(signal.SIGHUP)
+        assert wait_until(lambda: lb.server.log.count("SIGHUP: reloaded") >= 2, timeout=30), \
+            lb.server.log
+        old.reset()
+        after = [get(lb.port) for _ in range(60)]
+    finally:
+        stop(lb)
+        old.stop()
+        new.stop()
+    assert after == [200] * 60
+    assert (len(old.requests), len(new.requests)) == (0, 60), \
+        "a worker still sent requests to the old backend list"
