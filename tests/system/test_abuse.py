@@ -8,13 +8,17 @@
 # stays up, abusive connections end the documented way (408 at the header
 # deadline), memory stays bounded, nothing busy-loops, and normal requests
 # are served again once the abuse stops (polled, with timeouts only as hang
-# protection).  The one latency check -- normal GETs during a slowloris
-# attack -- compares medians as a generous ratio (< 20x a baseline measured
-# just before, floored at 2 ms so a sub-millisecond baseline is not noise)
-# plus an absolute 1 s; the attacker runs in its own process so its loop
-# never holds this process's GIL while requests are being timed.  Figures
-# (p50s, RSS, CPU) are printed for the record (pytest -s shows them).  A
-# server behaving wrongly is a strict xfail naming the bug.
+# protection).  No bound here is a duration a loaded two-core machine could
+# miss: that other clients are served during a slowloris attack is counted
+# (answers completed while the attack certainly ran), not timed; that a
+# slow connection is not cut before its deadline is a lower bound (load only
+# makes a close later); that nothing spins compares the server's CPU with
+# what a process that only spins gets over the same window (a busy-looping
+# server gets about as much however loaded the machine is, an idle one next
+# to nothing), not with a fixed number of seconds; the attacker runs in its
+# own process so its loop never holds this process's GIL.  Figures (p50s, RSS, CPU) are
+# printed for the record (pytest -s shows them), never asserted.  A server
+# behaving wrongly is a strict xfail naming the bug.
 from __future__ import annotations
 
 import json
@@ -36,7 +40,7 @@ import pytest
 
 from loadtests import procstats
 from tests.abuse_clients import Flood
-from tests.support import ROOT, Server, exchange, start, start_backend, start_lb
+from tests.support import ROOT, Server, exchange, start, start_backend, start_lb, wait_until
 
 HANG = 15.0                       #: socket timeout: only to stop a hang
 PAGE = b"GET /page.html HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
@@ -135,10 +139,27 @@ def wait_served(port: int, timeout: float = 10.0) -> float:
     raise AssertionError(f"not served again within {timeout}s; last: {last!r}")
 
 
-def cpu_over(pid: int, seconds: float) -> float:
-    before = procstats.cpu_seconds(pid)
-    time.sleep(seconds)
-    return procstats.cpu_seconds(pid) - before
+#: A reference process that does nothing but spin, for the CPU comparison.
+SPINNER = "while True: pass"
+
+
+def cpu_beside_a_spinner(pid: int, seconds: float = 1.0) -> tuple[float, float]:
+    """CPU seconds ``pid`` used over a window, and those a process that only
+    spins got over the same window, from the same scheduler: a server that
+    busy-loops gets about what the spinner gets however loaded the machine
+    is, an idle one next to nothing."""
+    spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
+    try:
+        assert wait_until(lambda: procstats.cpu_seconds(spinner.pid) > 0.05, timeout=HANG), \
+            "the reference spinner never ran"
+        server_before, spin_before = procstats.cpu_seconds(pid), procstats.cpu_seconds(spinner.pid)
+        time.sleep(seconds)
+        server = procstats.cpu_seconds(pid) - server_before
+        spun = procstats.cpu_seconds(spinner.pid) - spin_before
+    finally:
+        spinner.kill()
+        spinner.wait(5)
+    return server, spun
 
 
 def figure(text: str) -> None:
@@ -148,15 +169,21 @@ def figure(text: str) -> None:
 # -- slowloris -----------------------------------------------------------------------------
 
 SLOW_CONNECTIONS = 300
-ATTACK_SECONDS = 4.0
+ATTACK_SECONDS = 6.0
 HEADER_TIMEOUT = 2.0
-P50_FLOOR = 0.002
+#: Answers to normal GETs that must complete while the attack certainly runs
+#: (after "ready", before spawn + ATTACK_SECONDS: the attacker's own clock
+#: starts after the spawn).  A server that blocks on slow clients answers
+#: none until their deadlines; one that does not answers hundreds.
+MIN_SERVED_DURING = 10
 
 
 def run_slowloris(port: int,
                   during: Callable[[float], list[float]]) -> tuple[list[dict], list[float]]:
     """Run the attacker process against ``port``; once all its connections are
-    open, call ``during(deadline)``.  Returns (connection records, its result)."""
+    open, call ``during(end)``, ``end`` a monotonic time before which the
+    attack is still running for sure.  Returns (connection records, its result)."""
+    spawned = time.monotonic()
     attacker = subprocess.Popen(
         [sys.executable, "-m", "tests.abuse_clients", "slowloris", "--port", str(port),
          "--connections", str(SLOW_CONNECTIONS), "--duration", str(ATTACK_SECONDS),
@@ -172,8 +199,7 @@ def run_slowloris(port: int,
     threading.Thread(target=pump, daemon=True).start()
     try:
         assert lines.get(timeout=HANG).strip() == "ready", "the attacker did not start"
-        started = time.monotonic()
-        result = during(started + ATTACK_SECONDS - 0.5)
+        result = during(spawned + ATTACK_SECONDS)
         records = json.loads(lines.get(timeout=ATTACK_SECONDS + HANG))
         attacker.wait(HANG)
     finally:
@@ -183,22 +209,41 @@ def run_slowloris(port: int,
     return records, result
 
 
+def answered_before(port: int, end: float) -> list[float]:
+    """Sequential GETs until monotonic ``end``; the completion time of each
+    200 that came back before ``end`` (a GET the server never answers ends
+    the loop after HANG)."""
+    done: list[float] = []
+    while time.monotonic() < end:
+        try:
+            raw = get_page(port)
+        except OSError:
+            break
+        finished = time.monotonic()
+        assert_page(raw)
+        if finished < end:
+            done.append(finished)
+        time.sleep(0.01)
+    return done
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_slowloris_gets_408_at_the_deadline_and_others_are_served(procs: Procs,
                                                                    target: str) -> None:
+    """Proves: while 300 connections trickle a never-ending head, other
+    clients are answered (counted, not timed); every slow connection that got
+    anything got a 408 with Connection: close, not before its deadline, and
+    nearly all of the first batch were closed while the attack ran."""
     server = procs.target(target, "--header-timeout", str(HEADER_TIMEOUT))
     port = server.port
     wait_served(port)
-    baseline = timed_gets(port, 200, pace=0.005)
-    records, under = run_slowloris(
-        port, lambda until: timed_gets(port, 200, pace=0.01, until=until))
-    base_p50, under_p50 = statistics.median(baseline), statistics.median(under)
-    figure(f"slowloris {target}: p50 baseline {base_p50 * 1000:.2f} ms, under attack "
-           f"{under_p50 * 1000:.2f} ms over {len(under)} GETs; {len(records)} slow connections")
+    baseline = timed_gets(port, 50, pace=0.005)
+    records, during = run_slowloris(port, lambda end: answered_before(port, end))
+    figure(f"slowloris {target}: p50 baseline {statistics.median(baseline) * 1000:.2f} ms; "
+           f"{len(during)} GETs answered during the attack; {len(records)} slow connections")
     assert server.proc.poll() is None, server.log[-3000:]
-    assert len(under) >= 50, "too few requests could be timed during the attack"
-    assert under_p50 < 1.0
-    assert under_p50 < 20 * max(base_p50, P50_FLOOR)
+    assert len(during) >= MIN_SERVED_DURING, \
+        f"only {len(during)} GETs answered while the slow clients held the server"
 
     first = [r for r in records if r["generation"] == 0]
     assert len(first) == SLOW_CONNECTIONS
@@ -208,15 +253,18 @@ def test_slowloris_gets_408_at_the_deadline_and_others_are_served(procs: Procs,
     assert all(r["response"].startswith("HTTP/1.1 408 ") for r in answered), \
         {r["response"][:40] for r in answered}
     assert all("Connection: close" in r["response"] for r in answered)
-    # The first batch has been trickling for the whole deadline: nearly all got 408 and were closed.
+    # The first batch trickled for the whole deadline and then some (the
+    # attack lasts three deadlines): nearly all got 408 and were closed.
     closed = [r for r in answered if r["closed"] >= 0]
     assert len(closed) >= 0.95 * SLOW_CONNECTIONS, (len(answered), len(closed))
-    delays = sorted(r["closed"] - r["first_byte"] for r in closed)
+    # Opened before the server accepted, closed after it gave up: a close
+    # sooner than HEADER_TIMEOUT after "opened" is a cut before the deadline
+    # (50 ms for timer granularity; load only makes closes later).
+    delays = sorted(r["closed"] - r["opened"] for r in closed)
     figure(f"slowloris {target}: {len(closed)}/{SLOW_CONNECTIONS} closed with 408, "
-           f"first byte -> close min {delays[0]:.2f} s, median {statistics.median(delays):.2f} s, "
+           f"open -> close min {delays[0]:.2f} s, median {statistics.median(delays):.2f} s, "
            f"max {delays[-1]:.2f} s")
-    assert delays[0] >= HEADER_TIMEOUT - 0.2, "a slow connection was cut before its deadline"
-    assert statistics.median(delays) < HEADER_TIMEOUT + 1.5
+    assert delays[0] >= HEADER_TIMEOUT - 0.05, "a slow connection was cut before its deadline"
     assert_page(get_page(port))
 
 
@@ -229,6 +277,10 @@ RSS_BOUND = 150 * MB
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_connection_flood_beyond_max_connections(procs: Procs, target: str) -> None:
+    """Proves: 1000 idle connections against --max-connections 100 leave the
+    server up, its memory bounded, not spinning (CPU against a spinner's,
+    not a fixed bound), not accepting past the limit, and a new request is answered
+    (at once or from the backlog) once the flood ends."""
     server = procs.target(target, "--max-connections", str(MAX_CONNECTIONS))
     port, pid = server.port, server.pid
     wait_served(port)
@@ -238,15 +290,18 @@ def test_connection_flood_beyond_max_connections(procs: Procs, target: str) -> N
     try:
         established = flood.established()
         assert established >= FLOOD // 2, (established, flood.failed)
-        time.sleep(1.0)  # let the server take what it will take
+        # The server has taken what it will take: its descriptors reach the
+        # connection limit (hang protection only), then it idles.
+        assert wait_until(lambda: procstats.num_fds(pid) >= MAX_CONNECTIONS, timeout=HANG), \
+            f"the server never took {MAX_CONNECTIONS} connections: {procstats.num_fds(pid)} fds"
         assert server.proc.poll() is None, server.log[-3000:]
         rss = procstats.rss_kb(pid) * 1024
-        cpu = cpu_over(pid, 1.0)
+        cpu, spun = cpu_beside_a_spinner(pid)
         fds = procstats.num_fds(pid)
         figure(f"flood {target}: {established}/{FLOOD} connected, VmRSS {rss / MB:.1f} MB, "
-               f"CPU {cpu:.2f} s in 1 s while flooded, {fds} fds open")
+               f"CPU {cpu:.2f} s while a spinner got {spun:.2f} s, {fds} fds open")
         assert rss < RSS_BOUND
-        assert cpu < 0.5, "the flooded server spins"
+        assert cpu < 0.5 * spun, "the flooded server spins"
         # It stopped accepting at --max-connections; the rest wait in the backlog.
         assert fds < MAX_CONNECTIONS + 50, f"{fds} descriptors open: accepted past the limit?"
 
@@ -286,6 +341,9 @@ IDLE_CONNECTIONS = 100
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_out_of_file_descriptors_no_crash_no_spin(procs: Procs, target: str) -> None:
+    """Proves: out of descriptors (RLIMIT_NOFILE 64, 100 idle connections)
+    the server neither dies nor busy-loops on accept (CPU against a
+    spinner's), and serves again once the connections close."""
     if target == "lb":
         backend = procs.backend()
         server = procs.add(start_limited("lb", "--listen", "127.0.0.1:0", "--admin", "off",
@@ -306,11 +364,11 @@ def test_out_of_file_descriptors_no_crash_no_spin(procs: Procs, target: str) -> 
             time.sleep(0.05)
         fds = procstats.num_fds(pid)
         assert fds >= NOFILE - 2, f"the server never ran out of descriptors ({fds} open)"
-        cpu = cpu_over(pid, 2.0)
+        cpu, spun = cpu_beside_a_spinner(pid, 2.0)
         figure(f"fd exhaustion {target}: {fds} fds open (limit {NOFILE}), CPU {cpu:.2f} s "
-               f"in 2 s, {len(server.lines)} log lines")
+               f"while a spinner got {spun:.2f} s, {len(server.lines)} log lines")
         assert server.proc.poll() is None, server.log[-3000:]
-        assert cpu < 0.5, "the server busy-loops while out of descriptors"
+        assert cpu < 0.5 * spun, "the server busy-loops while out of descriptors"
     finally:
         flood.close()
     took = wait_served(port, timeout=15.0)

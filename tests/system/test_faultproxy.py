@@ -17,9 +17,15 @@
 # pooled connection would stay open).  Ejection times are long (30 s) so
 # that "not up" is stable while asserted; recovery is by the health checks
 # (0.5 s apart).  Waits are polls with generous deadlines: hang protection,
-# never performance bounds.  The faults the catalogue covers (garbage,
-# truncation mid-body, reset on request, latency, blackhole) are run by
-# tests/test_fault_scenarios.py.
+# never performance bounds.  Timeouts are generous on every healthy path (a
+# health check may take 5 s, a client waits 15 s for an answer) so that a
+# loaded machine cannot make a healthy backend look faulty; a short timeout
+# appears only where the fault is (the blackhole self-check, where nothing
+# will ever come), and where a test tells a fault from a success by a
+# timeout, the two sides are far apart (the slow close: clients give up
+# after 15 s, a balancer that waited for the close would hold them 40 s).
+# The faults the catalogue covers (garbage, truncation mid-body, reset on
+# request, latency, blackhole) are run by tests/test_fault_scenarios.py.
 from __future__ import annotations
 
 import socket
@@ -49,7 +55,8 @@ PAGE = (ROOT / "gservers" / "site" / "page.html").read_bytes()
 HANG = 15.0  #: hang protection for one request; never a performance bound
 OK200 = f"{loadclient.COMPLETE}:200"
 #: Settings shared by every balancer here: fast health checks, long ejections.
-LB_ARGS = ("--health-interval", "0.5", "--health-timeout", "0.5", "--eject-time", "30")
+#: (The health timeout applies to the healthy backends too: generous, never the fault.)
+LB_ARGS = ("--health-interval", "0.5", "--health-timeout", "5", "--eject-time", "30")
 
 
 # -- the rig -----------------------------------------------------------------------
@@ -260,17 +267,18 @@ def test_reset_on_connect_gets_are_retried_on_another_backend(
 
 @pytest.mark.timeout(120)
 def test_slow_close_does_not_delay_clients(make_rig: Callable[..., Rig]) -> None:
-    """Responses say Connection: close, but the socket stays open 30 s.  A
+    """Responses say Connection: close, but the socket stays open 60 s.  A
     balancer that waited for the close would hold each such client for the
-    response timeout (20 s); the clients give up reading after 8 s (hang
-    protection), so every request done within that is proof enough."""
-    rig = make_rig("--response-timeout", "20", slow_close_s=30.0)
+    response timeout (40 s); the clients give up reading after HANG (15 s,
+    hang protection), so every request done within that is proof enough --
+    and no healthy request comes anywhere near 15 s, however loaded the machine."""
+    rig = make_rig("--response-timeout", "40", slow_close_s=60.0)
     bad = rig.proxies[1]
     bad.mode = "slow_close"
-    client = LoadClient(rig.lb.port, threads=4, max_per_thread=150, timeout=8.0).start()
+    client = LoadClient(rig.lb.port, threads=4, max_per_thread=150, timeout=HANG).start()
     assert client.join(timeout=120), "a client thread hung"
     held = page_targets(bad.targets("slow_close"))
-    kinds = report("slow_close 30 s", client, held=sum(held.values()), proxy=bad.stats())
+    kinds = report("slow_close 60 s", client, held=sum(held.values()), proxy=bad.stats())
     assert kinds == {OK200: 600}, kinds
     assert full_bodies(client)
     assert held, "no request went through the slow-closing backend"
