@@ -15,6 +15,10 @@
 # test_stop the master (or the single process) writes the cells as JSON,
 # prints the table and sets exit code 1 if any cell is invalid.
 #
+# Exactly N at the server: geventhttpclient re-sends a request whose connection
+# closed unanswered, which SweepUser turns off, so a dropped request is one
+# failure, not several sends.
+#
 # Bytes: Locust's client does not expose the raw response heads, so
 # total_transferred counts BODY bytes only and expected_size is the body size.
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gevent.event import Event
+from geventhttpclient.url import URL
 from locust import LoadTestShape, __version__, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
@@ -160,6 +165,19 @@ class SweepUser(FastHttpUser):
     """A closed-loop client: one request at a time, no think time (ab's -c)."""
 
     wait_time = constant(0)
+    concurrency = 1  # one request at a time, so one connection
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        # geventhttpclient's HTTPClient.request sends a GET again when its connection
+        # closes without an answer, up to pool size + 1 times: a server that drops
+        # requests saw up to 12 per request taken.  It tries size + 1 times, so -1 means
+        # once; a connection the server closed while idle is dropped before it is used
+        # (ConnectionPool._is_socket_alive), so no request goes unsent.
+        http = self.client.client.clientpool.get_client(URL(self.host))
+        if not hasattr(http._connection_pool, "size"):
+            raise RuntimeError("geventhttpclient changed: cannot turn off its re-sends")
+        http._connection_pool.size = -1
 
     @task
     def fetch(self) -> None:

@@ -2,9 +2,15 @@
 #
 # Strategy: tests/data/ab holds real ab outputs captured here: clean runs
 # (with and without -k), a run of 404s, a run against a server that dropped
-# and resized responses (ab counts those as "Length" failures), and a run
-# that ab abandoned (connection refused).  Parsing is pure, so these are
-# plain unit tests; one test runs the real ab through loadtests.tools.ab.run.
+# and resized responses (ab counts those as "Length" failures), a run that ab
+# abandoned (connection refused), and three made with `ab -r` against a small
+# raw-socket server: one closing every connection unanswered (ab "completes"
+# them all, 0 failed, 0 bytes: empty-responses), one sending 50 of the 100
+# body bytes it declared (short-body: 0 failed, only the bytes show it) and
+# one too slow for `-t 1 -n 100000` (timelimit: 96 complete of 100000).
+# Parsing is pure, so these are plain unit tests, one per rule of ab.judge,
+# each asserting the reason that rule gives (so it fails when only that rule
+# is disabled); two tests run the real ab through loadtests.tools.ab.run.
 # The one response-size probe (loadtests.tools.probe) is checked against a
 # raw server with and without Content-Length, and against what real ab and
 # wrk runs transferred.
@@ -79,6 +85,28 @@ def test_short_transfer_alone_makes_a_cell_invalid() -> None:
     assert ab.judge(r, 1000, 399) == ["total transferred 398000 != 1000 x 399 bytes"]
 
 
+def test_fewer_complete_than_requested_is_invalid() -> None:
+    r = load("timelimit")  # ab -t 1 -n 100000: the time limit ended it early
+    assert (r.complete, r.failed, r.non_2xx, r.aborted) == (96, 0, 0, "")
+    reasons = ab.judge(r, 100000, 49)
+    assert "complete 96 != 100000 requested" in reasons, reasons
+
+
+def test_short_bodies_ab_does_not_count_as_failed_are_invalid() -> None:
+    r = load("short-body")  # Content-Length: 100, 50 bytes sent, then close
+    assert (r.complete, r.failed, r.non_2xx, r.document_length) == (200, 0, 0, 50)
+    head = len(b"HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\n")
+    assert r.total_transferred == 200 * (head + 50)
+    assert ab.judge(r, 200, head + 100) == [
+        f"total transferred {200 * (head + 50)} != 200 x {head + 100} bytes"]
+
+
+def test_connections_closed_unanswered_are_invalid() -> None:
+    r = load("empty-responses")  # ab -r "completes" them: 0 failed, 0 bytes
+    assert (r.complete, r.failed, r.non_2xx, r.total_transferred) == (100, 0, 0, 0)
+    assert ab.judge(r, 100, 398) == ["total transferred 0 != 100 x 398 bytes"]
+
+
 def test_real_ab_run_and_response_size() -> None:
     server = start_backend("async")
     try:
@@ -93,6 +121,17 @@ def test_real_ab_run_and_response_size() -> None:
         assert ka_size != size  # "Connection: close" vs "Connection: keep-alive"
     finally:
         server.stop()
+
+
+def test_real_ab_against_a_server_that_never_answers_gives_up() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    with listener:
+        result, output = ab.run(f"http://127.0.0.1:{listener.getsockname()[1]}/", 5, 5,
+                                timeout=1)
+    assert result.complete == 0, output
+    reasons = ab.judge(result, 5, 398)
+    assert reasons[0].startswith("ab gave up: apr_pollset_poll"), (reasons, output)
+    assert "complete 0 != 5 requested" in reasons
 
 
 def one_answer(answer: bytes) -> tuple[int, list[bytes]]:

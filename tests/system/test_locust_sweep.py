@@ -6,17 +6,31 @@
 # --sweep-out.  The runs must end by themselves (the shape returns None after
 # the last level); every timeout is hang protection only.  Processes are
 # ended by their own PIDs (Popen.kill), never by name.
+#
+# Every rule of a Locust cell's verdict has a test that asserts the reason it
+# gives: non-2xx (a 404 path), failed and complete != requested (a recording
+# backend that drops every third request), no response at all (nothing
+# listening; a run stopped mid-level), length (bodies of two sizes; two
+# processes that each saw one size).  The count is checked at the server: the
+# balancer's /stats (start_lb) or the recording backend must have seen
+# exactly N requests per level, in one process and with --processes 2.
 from __future__ import annotations
 
+import itertools
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from loadtests.cell import Cell
 from loadtests.report import read_json
-from tests.support import ROOT, Server, start_backend
+from tests.recording_backend import RecordingBackend, Request, Responder, fixed
+from tests.recording_backend import Reply as RecordedReply
+from tests.support import ROOT, Server, start_backend, start_lb, wait_until
 
 HANG = 60.0  # seconds; hang protection only
 LOCUSTFILE = str(ROOT / "loadtests" / "sweep.py")
@@ -112,3 +126,166 @@ def test_non_2xx_path_gives_invalid_cells(server: Server, tmp_path: Path) -> Non
     assert cells[0].non_2xx == 40 and cells[0].detail["statuses"] == {"404": 40}
     assert any("non-2xx" in reason for reason in cells[0].reasons), cells[0].reasons
     assert "INVALID CELL" in proc.stderr
+
+
+# -- every validity rule, and the count at the server ---------------------------------
+
+
+def sweep_args(port: int, levels: str, requests: int, out: Path, *extra: str) -> list[str]:
+    return ["--headless", "-H", f"http://127.0.0.1:{port}", "--sweep-levels", levels,
+            "--sweep-requests", str(requests), "--sweep-out", str(out), *extra]
+
+
+def has(cell: Cell, reason: str) -> bool:
+    return any(r.startswith(reason) for r in cell.reasons)
+
+
+MODES = {"local": (), "processes": ("--processes", "2")}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_the_balancer_counts_exactly_n_per_level(server: Server, tmp_path: Path,
+                                                 mode: str) -> None:
+    """The balancer's /stats counts every client request it got: N per level,
+    nothing else (no probe, no re-send), in one process and in two."""
+    out = tmp_path / "cells.json"
+    balancer = start_lb(backends=[server.port])
+    try:
+        before = balancer.stats()["totals"]["requests"]
+        proc = run(*sweep_args(balancer.port, "2,4", 60, out, *MODES[mode]))
+        after = balancer.stats()["totals"]["requests"]
+    finally:
+        balancer.server.stop()
+    assert proc.returncode == 0, explain(proc)
+    cells, env = read_json(str(out))
+    assert env["mode"] == ("local" if mode == "local" else "--processes 2")
+    assert [c.concurrency for c in cells] == [2, 4]
+    for c in cells:
+        assert c.valid and c.complete == 60, c.reasons
+        assert c.detail["processes"] == (1 if mode == "local" else 2), c.detail
+    assert after - before == 2 * 60
+
+
+def dropping_every_third() -> Responder:
+    """200 with a 10-byte body, except every third request: closed unanswered."""
+    seen = itertools.count(1)
+
+    def respond(req: Request) -> RecordedReply:
+        if next(seen) % 3 == 0:
+            return RecordedReply(b"", close=True)
+        return fixed(b"0123456789")(req)
+    return respond
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def dropped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[subprocess.CompletedProcess, Cell, int]:
+    """One run of 30 requests against a server that drops every third: the
+    run, its cell and how many requests the server got."""
+    out = tmp_path_factory.mktemp("dropped") / "cells.json"
+    backend = RecordingBackend(dropping_every_third())
+    try:
+        proc = run(*sweep_args(backend.port, "3", 30, out, *MODES[request.param]))
+        got = len(backend.requests)
+    finally:
+        backend.stop()
+    cells, _ = read_json(str(out))
+    assert len(cells) == 1, explain(proc)
+    return proc, cells[0], got
+
+
+def test_dropped_requests_are_sent_once(dropped: tuple) -> None:
+    proc, c, got = dropped
+    assert got == 30, f"the server got {got} requests for 30 asked\n{explain(proc)}"
+    assert c.detail["statuses"] == {"200": 20, "0": 10}, c.detail
+
+
+def test_dropped_requests_are_failed(dropped: tuple) -> None:
+    proc, c, _ = dropped
+    assert proc.returncode == 1 and "INVALID CELL" in proc.stderr, explain(proc)
+    assert c.failed == 10 and not c.valid
+    assert has(c, "failed 10 (no response 10, wrong length 0)"), c.reasons
+
+
+def test_fewer_complete_than_requested_is_invalid(dropped: tuple) -> None:
+    _, c, _ = dropped
+    assert c.complete == 20
+    assert has(c, "complete 20 of 30 done != 30 requested"), c.reasons
+
+
+def test_nothing_listening_is_invalid(tmp_path: Path) -> None:
+    out = tmp_path / "cells.json"
+    proc = run(*sweep_args(free_port(), "1", 5, out))
+    assert proc.returncode == 1, explain(proc)
+    cells, _ = read_json(str(out))
+    c = cells[0]
+    assert (c.complete, c.failed, c.total_transferred) == (0, 5, 0), c
+    assert has(c, "no 2xx response to learn the expected size from"), c.reasons
+    assert has(c, "complete 0 of 5 done != 5 requested") and has(c, "failed 5"), c.reasons
+
+
+def test_bodies_of_another_length_are_invalid(tmp_path: Path) -> None:
+    """Every response a well-framed 2xx, but every other body 20 bytes, not 10."""
+    seen = itertools.count()
+    bodies = (b"0123456789", b"01234567890123456789")
+
+    def alternating(req: Request) -> RecordedReply:
+        return fixed(bodies[next(seen) % 2])(req)
+    backend = RecordingBackend(alternating)
+    out = tmp_path / "cells.json"
+    try:
+        proc = run(*sweep_args(backend.port, "2", 40, out))
+        got = len(backend.requests)
+    finally:
+        backend.stop()
+    assert proc.returncode == 1 and got == 40, explain(proc)
+    c = read_json(str(out))[0][0]
+    assert c.complete == 40 and c.non_2xx == 0 and c.total_transferred == 20 * 10 + 20 * 20
+    assert c.failed == 20 and has(c, "failed 20 (no response 0, wrong length 20)"), c.reasons
+    assert has(c, f"body bytes 600 != 40 x {c.expected_size}"), c.reasons
+
+
+def test_processes_that_saw_other_sizes_are_invalid(tmp_path: Path) -> None:
+    """Two processes, one user and one keep-alive connection each; the server
+    sends 10-byte bodies on one connection and 20 on the other: each process
+    learns its own size and counts no failure, only the master sees it."""
+    def by_connection(req: Request) -> RecordedReply:
+        return fixed(b"0123456789" * (1 + req.connection % 2))(req)
+    backend = RecordingBackend(by_connection)
+    out = tmp_path / "cells.json"
+    try:
+        proc = run(*sweep_args(backend.port, "2", 40, out, "--processes", "2"))
+        got, conns = len(backend.requests), len(backend.proxied_connections())
+    finally:
+        backend.stop()
+    assert proc.returncode == 1 and got == 40 and conns == 2, explain(proc)
+    c = read_json(str(out))[0][0]
+    assert c.failed == 0 and c.non_2xx == 0 and c.complete == 40, c
+    assert has(c, "processes disagree on the expected size: [10, 20]"), c.reasons
+
+
+def test_a_sweep_stopped_mid_level_fails(tmp_path: Path) -> None:
+    """Locust ended (SIGINT, Ctrl-C) while a level waits for answers that never come:
+    no cell for that level, SWEEP INCOMPLETE, exit 1."""
+    hold = threading.Event()
+
+    def never(req: Request) -> RecordedReply:
+        hold.wait(HANG)
+        return fixed()(req)
+    backend = RecordingBackend(never)
+    out = tmp_path / "cells.json"
+    proc = subprocess.Popen(locust(*sweep_args(backend.port, "2", 10, out)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: len(backend.requests) == 2, HANG)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        hold.set()
+        backend.stop()
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{stdout}\n{stderr[-4000:]}"
+    assert "SWEEP INCOMPLETE" in stderr
+    assert read_json(str(out))[0] == []
