@@ -79,12 +79,13 @@ class RetryBudget:
     """Retries allowed: ``ratio`` of requests, plus ``per_second`` a second,
     so that a failing fleet is not hit with a multiple of its load.  Unused
     allowance is kept for up to ``window`` requests' worth, so the burst of
-    retries when a busy backend dies (every request in flight at once) fits."""
+    retries when a busy backend dies (every request in flight at once) fits.
+    A ``ratio`` of 0 allows no retry at all."""
 
     def __init__(self, ratio: float, per_second: float = 10.0, window: int = 10_000) -> None:
         self.ratio = ratio
-        self.per_second = per_second
-        self.cap = per_second + ratio * window
+        self.per_second = per_second if ratio > 0 else 0.0
+        self.cap = self.per_second + ratio * window
         self.tokens = self.cap
         self._stamp = time.monotonic()
         self.refused = 0

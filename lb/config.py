@@ -126,7 +126,8 @@ class LBConfig:
                                        parse=seconds, metavar="SECONDS")
     retries: int = setting(2, "further backends tried for one request", parse=non_negative_int,
                            metavar="N")
-    retry_budget: float = setting(0.2, "retries allowed as a share of requests (plus 10/s)",
+    retry_budget: float = setting(0.2, "retries allowed as a share of requests, plus 10/s "
+                                  "(0: no retries)",
                                   parse=fraction, metavar="RATIO")
     health_interval: float = setting(1.0, "seconds between active health checks (GET /health)",
                                      parse=seconds, metavar="SECONDS")

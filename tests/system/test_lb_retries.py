@@ -114,16 +114,25 @@ def burst(rig: Rig) -> tuple[list[int], float]:
 
 
 @pytest.mark.parametrize("rig", [("--retry-budget", "0")], indirect=True)
-def test_retry_budget_0_allows_only_the_per_second_allowance(rig: Rig) -> None:
-    """--retry-budget is "retries allowed as a share of requests (plus 10/s)":
-    at 0 only the 10/s remains, so in a burst of failures at most
-    10 + 10/s x (the burst's length) are replayed; the rest get 502 and reach
-    no other backend.  (The bound grows with the measured time, so a slow
-    machine only loosens it.)"""
+def test_retry_budget_0_refuses_every_replay(rig: Rig) -> None:
+    """--retry-budget 0: no failure is replayed; each gets 502 and the other
+    backend sees none of them."""
+    statuses, _ = burst(rig)
+    assert statuses == [502] * BURST
+    assert rig.received("GET") == (BURST, 0)
+
+
+@pytest.mark.parametrize("rig", [("--retry-budget", "0.001")], indirect=True)
+def test_a_small_retry_budget_bounds_the_replays(rig: Rig) -> None:
+    """--retry-budget is "retries allowed as a share of requests, plus 10/s",
+    with up to 10,000 requests' share kept: at 0.001 that is 10 + 10 tokens,
+    so in a burst of failures at most 20 + 10/s x (the burst's length) are
+    replayed; the rest get 502 and reach no other backend.  (The bound grows
+    with the measured time, so a slow machine only loosens it.)"""
     statuses, elapsed = burst(rig)
     assert set(statuses) <= {200, 502}, statuses
     replayed = statuses.count(200)
-    allowed = PER_SECOND + PER_SECOND * elapsed + 1
+    allowed = 2 * PER_SECOND + PER_SECOND * elapsed + 0.001 * BURST + 1
     assert replayed <= allowed, f"{replayed} replays in {elapsed:.2f}s with --retry-budget 0"
     assert statuses.count(502) >= BURST - allowed
     at_dying, at_good = rig.received("GET")
