@@ -140,7 +140,16 @@ def has(cell: Cell, reason: str) -> bool:
     return any(r.startswith(reason) for r in cell.reasons)
 
 
-MODES = {"local": (), "processes": ("--processes", "2")}
+MODES = ("local", "processes")
+
+
+def mode_args(mode: str) -> tuple[str, ...]:
+    """Locust's arguments for ``mode``; --processes gets a master port of its
+    own (the default, 5557, is shared by every Locust on the machine)."""
+    if mode == "local":
+        return ()
+    port = str(free_port())
+    return ("--processes", "2", "--master-bind-port", port, "--master-port", port)
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -152,7 +161,7 @@ def test_the_balancer_counts_exactly_n_per_level(server: Server, tmp_path: Path,
     balancer = start_lb(backends=[server.port])
     try:
         before = balancer.stats()["totals"]["requests"]
-        proc = run(*sweep_args(balancer.port, "2,4", 60, out, *MODES[mode]))
+        proc = run(*sweep_args(balancer.port, "2,4", 60, out, *mode_args(mode)))
         after = balancer.stats()["totals"]["requests"]
     finally:
         balancer.server.stop()
@@ -185,10 +194,11 @@ def dropped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("dropped") / "cells.json"
     backend = RecordingBackend(dropping_every_third())
     try:
-        proc = run(*sweep_args(backend.port, "3", 30, out, *MODES[request.param]))
+        proc = run(*sweep_args(backend.port, "3", 30, out, *mode_args(request.param)))
         got = len(backend.requests)
     finally:
         backend.stop()
+    assert out.exists(), f"Locust wrote no cells\n{explain(proc)}"
     cells, _ = read_json(str(out))
     assert len(cells) == 1, explain(proc)
     return proc, cells[0], got
@@ -254,7 +264,7 @@ def test_processes_that_saw_other_sizes_are_invalid(tmp_path: Path) -> None:
     backend = RecordingBackend(by_connection)
     out = tmp_path / "cells.json"
     try:
-        proc = run(*sweep_args(backend.port, "2", 40, out, "--processes", "2"))
+        proc = run(*sweep_args(backend.port, "2", 40, out, *mode_args("processes")))
         got, conns = len(backend.requests), len(backend.proxied_connections())
     finally:
         backend.stop()
@@ -279,6 +289,9 @@ def test_a_sweep_stopped_mid_level_fails(tmp_path: Path) -> None:
     try:
         assert wait_until(lambda: len(backend.requests) == 2, HANG)
         proc.send_signal(signal.SIGINT)
+        # Locust may wait for in-flight answers as it quits (it did under load):
+        # give them 10 s later, when the users are stopped and send nothing more.
+        threading.Timer(10.0, hold.set).start()
         stdout, stderr = proc.communicate(timeout=HANG)
     finally:
         if proc.poll() is None:
