@@ -23,7 +23,7 @@ from typing import Any
 
 from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
-from loadtests import report
+from loadtests import report, supervisor
 from loadtests.cell import MODELS, Cell, from_ab
 from loadtests.supervisor import Process, StartError, Supervisor
 from loadtests.tools import ab
@@ -224,10 +224,6 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.tool in ("ab", "both"):
@@ -237,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
     raise_nofile_limit()
-    signal.signal(signal.SIGTERM, _interrupt)
+    supervisor.interrupt_on(signal.SIGTERM)
     tools = ["ab", "locust"] if args.tool == "both" else [args.tool]
     total = len(tools) * len(args.models) * len(args.levels)
     cells: list[Cell] = []

@@ -254,6 +254,17 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt()
+
+
+def interrupt_on(*signums: int) -> None:
+    """Make each of ``signums`` end the run as Ctrl-C does (KeyboardInterrupt),
+    so every program's one clean-up path -- stopping what it started -- runs."""
+    for signum in signums:
+        signal.signal(signum, _interrupt)
+
+
 class Balancer:
     """A running balancer and its admin listener."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from gservers.net.listen import raise_nofile_limit
-from loadtests import procstats
+from loadtests import procstats, supervisor
 from loadtests.benchmark import fleet, report, stats
 from loadtests.benchmark import workloads as wl
 from loadtests.benchmark.idle import IdleResult, idle_connections
@@ -294,10 +294,6 @@ def _report(args: argparse.Namespace, env: dict[str, Any], runner: Runner, notes
     return 0
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every run was valid, 1 if any was not, 2 on a
     set-up error, 130 when interrupted."""
@@ -310,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     raise_nofile_limit()
-    signal.signal(signal.SIGTERM, _interrupt)
+    supervisor.interrupt_on(signal.SIGTERM)
     paths, notes = _tools(args)
     try:
         runner, idle = _measure(args, paths, notes)

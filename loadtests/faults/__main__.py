@@ -19,8 +19,9 @@ import textwrap
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
+from loadtests import supervisor
 from loadtests.faults.scenarios import CATALOGUE, Scenario, run, select
 from loadtests.faults.stack import Row
 
@@ -118,13 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the picked scenarios, print the table; the exit code."""
     args, scenarios = parse_args(argv)
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt()
-
     # Ctrl-C and SIGTERM both end the run through the same clean-up (also
     # when started with SIGINT ignored, as background jobs of a script are).
-    signal.signal(signal.SIGINT, terminate)
-    signal.signal(signal.SIGTERM, terminate)
+    supervisor.interrupt_on(signal.SIGINT, signal.SIGTERM)
     began = time.monotonic()
     try:
         rows = run_all(scenarios)
