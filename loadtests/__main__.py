@@ -1,12 +1,14 @@
 # loadtests/__main__.py -- the sweep: ``python -m loadtests`` (scripts/sweep).
 #
 # Strategy: the entry module only parses arguments and sequences the work:
-# start the topology (four async backends, a thread backend, the balancer)
-# with loadtests.supervisor, run each (tool, model, level) cell, judge it,
-# write results/latest/ and print the table.  The figures come from
-# loadtests.tools.ab and the locustfile; the files and plots from
-# loadtests.report.  Every server is stopped on the way out, on success,
-# error or Ctrl-C alike; any invalid cell makes the exit code 1.
+# pick the rows (the seed's models, the reference balancers that are
+# installed, the user's targets; loadtests.rows), start their servers with
+# loadtests.supervisor, learn each row's full response size, measure every
+# cell --repeat times in interleaved rounds (loadtests.runs), fold the runs
+# into cells with their spread and ratios per round (loadtests.aggregate),
+# write results/latest/ (loadtests.results) and print the table.  Every
+# server is stopped on the way out, on success, error or Ctrl-C alike; any
+# invalid cell makes the exit code 1.
 from __future__ import annotations
 
 import argparse
@@ -23,9 +25,9 @@ from typing import Any
 
 from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
-from loadtests import report, supervisor
-from loadtests.cell import MODELS, Cell, from_ab
-from loadtests.supervisor import Process, StartError, Supervisor
+from loadtests import aggregate, report, results, rows, runs, supervisor
+from loadtests.cell import MODELS, REFERENCES, Cell
+from loadtests.supervisor import StartError, Supervisor
 from loadtests.tools import ab
 
 PROG = "scripts/sweep"
@@ -33,10 +35,15 @@ BACKEND_PORTS = [9002, 9003, 9004, 9005]
 THREAD_PORT = 9006
 LB_PORT = 44444
 ADMIN_PORT = 44445
+HAPROXY_PORT = 44446
+NGINX_PORT = 44447
 
 
-def _csv(kind: type, allowed: tuple | None = None, upper: int = 20000, what: str = "concurrency"):
+def _csv(kind: type, allowed: tuple | None = None, upper: int = 20000, what: str = "concurrency",
+         none: bool = False):
     def parse(text: str) -> list:
+        if none and text.strip() == "none":
+            return []
         try:
             items = [kind(x) for x in text.split(",") if x.strip()]
         except ValueError:
@@ -70,16 +77,44 @@ def _port(text: str) -> int:
     return value
 
 
+def _target(text: str) -> rows.Target:
+    try:
+        return rows.parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _repeat(text: str) -> int:
+    value = _positive(text)
+    if value > 50:
+        raise argparse.ArgumentTypeError(f"{value} rounds is more than 50")
+    return value
+
+
 def parser() -> ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Reproduce the seed experiment: N requests at each concurrency level "
                     "against the Asynchronous (one async backend), Thread (thread-per-"
                     "connection backend) and Asynchronous+LB (balancer over four async "
-                    "backends) models, with ApacheBench and/or Locust. Every cell is checked: "
-                    "0 failed, 0 non-2xx, total transferred = N x one full response.")
-    p.add_argument("--models", type=_csv(str, tuple(MODELS)), default=list(MODELS),
-                   help="models to measure (default: async,thread,lb)")
+                    "backends) models, beside haproxy and nginx over the same backends and "
+                    "any server given with --target, with ApacheBench and/or Locust. Every "
+                    "cell is measured --repeat times in interleaved rounds and shown as its "
+                    "median run with the range; it is valid only when every run had 0 failed, "
+                    "0 non-2xx and total transferred = N x one full response.")
+    p.add_argument("--models", type=_csv(str, tuple(MODELS), none=True), default=list(MODELS),
+                   help="models to measure, or none (default: async,thread,lb)")
+    p.add_argument("--references", type=_csv(str, tuple(REFERENCES), none=True), default=None,
+                   help="reference balancers over the same four async backends: haproxy, "
+                        "nginx, or none (default: those installed, when the lb model is "
+                        "measured; one asked for by name must be installed)")
+    p.add_argument("--target", type=_target, action="append", default=[], metavar="NAME=URL",
+                   help="also measure a server you run yourself, e.g. "
+                        "mine=http://127.0.0.1:8080/page.html (repeatable; the URL's path, "
+                        "or --path; its response size is learned from one GET first)")
+    p.add_argument("--repeat", type=_repeat, default=3,
+                   help="runs per cell, in interleaved rounds with the rows' order rotated "
+                        "each round (default: 3)")
     p.add_argument("--levels", type=_csv(int), default=[1, 10, 100, 500, 1000],
                    help="concurrency levels (default: 1,10,100,500,1000)")
     p.add_argument("--requests", type=_positive, default=1000,
@@ -99,6 +134,10 @@ def parser() -> ArgumentParser:
                    help=f"port of the balancer (default: {LB_PORT})")
     p.add_argument("--admin-port", type=_port, default=ADMIN_PORT,
                    help=f"port of the balancer's admin listener (default: {ADMIN_PORT})")
+    p.add_argument("--haproxy-port", type=_port, default=HAPROXY_PORT,
+                   help=f"port of the haproxy reference (default: {HAPROXY_PORT})")
+    p.add_argument("--nginx-port", type=_port, default=NGINX_PORT,
+                   help=f"port of the nginx reference (default: {NGINX_PORT})")
     p.add_argument("--lb-workers", type=_positive, default=1,
                    help="balancer worker processes (default: 1, as in the original experiment)")
     p.add_argument("--out", default=os.path.join("results", "latest"),
@@ -108,124 +147,110 @@ def parser() -> ArgumentParser:
     return p
 
 
-def _progress(done: int, total: int, label: str) -> None:
-    if not sys.stderr.isatty():  # a log file gets one plain line per step
-        sys.stderr.write(f"[{done}/{total}] {label}\n")
-        return
-    width = 30
-    filled = int(width * done / total) if total else width
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label:<40}")
-    sys.stderr.flush()
-    if done == total:
-        sys.stderr.write("\n")
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _targets(sup: Supervisor, args: argparse.Namespace) -> dict[str, tuple[int, list[Process]]]:
-    """Start what the models need; model -> (port, server processes)."""
-    models, ports = args.models, args.backend_ports
-    quiet = ("--log-level", "warning")
-    backends = [sup.backend(port, "async", *quiet) for port in ports] if (
-        "async" in models or "lb" in models) else []
-    out: dict[str, tuple[int, list[Process]]] = {}
-    if "async" in models:
-        out["async"] = (ports[0], backends[:1])
-    if "thread" in models:
-        out["thread"] = (args.thread_port, [sup.backend(args.thread_port, "thread", *quiet)])
-    if "lb" in models:
-        lb = sup.balancer(*quiet, "--workers", str(args.lb_workers), backends=ports,
-                          port=args.lb_port, admin=args.admin_port, timeout=20.0)
-        out["lb"] = (args.lb_port, [lb.server] + backends)
-    return out
-
-
-def _ab_cells(args: argparse.Namespace, targets: dict, step: list[int], total: int) -> list[Cell]:
-    cells = []
-    for model in args.models:
-        port, procs = targets[model]
-        size = ab.response_size("127.0.0.1", port, args.path, args.keepalive)
-        for level in args.levels:
-            step[0] += 1
-            _progress(step[0] - 1, total, f"ab {MODELS[model]} c={level}")
-            cpu0 = sum(p.cpu_seconds() for p in procs)
-            client0 = _children_cpu()
-            result, _ = ab.run(f"http://127.0.0.1:{port}{args.path}", args.requests, level,
-                               args.keepalive)
-            result.concurrency = result.concurrency or level
-            cell = from_ab(result, model, args.requests, args.keepalive, size)
-            cell.server_cpu = sum(p.cpu_seconds() for p in procs) - cpu0
-            cell.client_cpu = _children_cpu() - client0
-            cells.append(cell)
-            time.sleep(0.2)  # let the last connections close before the next cell
-    return cells
-
-
-def _locust_cells(args: argparse.Namespace, targets: dict, step: list[int],
-                  total: int) -> list[Cell]:
-    cells = []
-    here = os.path.dirname(os.path.abspath(__file__))
-    for model in args.models:
-        port, procs = targets[model]
-        step[0] += len(args.levels)
-        _progress(step[0] - len(args.levels), total, f"locust {MODELS[model]}")
-        with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, "cells.json")
-            cpu0 = sum(p.cpu_seconds() for p in procs)
-            argv = ["locust", "-f", os.path.join(here, "sweep.py"), "--headless",
-                    "-H", f"http://127.0.0.1:{port}", "--sweep-levels",
-                    ",".join(map(str, args.levels)), "--sweep-requests", str(args.requests),
-                    "--sweep-model", model, "--sweep-path", args.path, "--sweep-out", out,
-                    "--loglevel", "WARNING", "--only-summary"]
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
-            if not os.path.exists(out):
-                raise RuntimeError(f"locust wrote no results (exit {proc.returncode}):\n"
-                                   + proc.stderr[-2000:])
-            got, _ = report.read_json(out)
-            spent = sum(p.cpu_seconds() for p in procs) - cpu0
-            done = sum(c.complete for c in got) or 1
-            for cell in got:  # the run's server CPU, shared out by requests served
-                cell.server_cpu = spent * cell.complete / done
-            cells.extend(got)
-    return cells
-
-
-def environment(args: argparse.Namespace) -> dict[str, Any]:
+def environment(args: argparse.Namespace, refs: list[str], wall: float) -> dict[str, Any]:
+    """What the sweep ran on and with."""
     def version(name: str) -> str:
         try:
             return metadata.version(name)
         except metadata.PackageNotFoundError:
             return "-"
-    try:
-        ab_version = subprocess.run(["ab", "-V"], capture_output=True, text=True).stdout.split(
-            "\n")[0]
-    except OSError:
-        ab_version = "-"
+
+    def first_line(argv: list[str]) -> str:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "-"
+        return ((proc.stdout + proc.stderr).strip().splitlines() or ["-"])[0]
     somaxconn = open("/proc/sys/net/core/somaxconn").read().strip() if os.path.exists(
         "/proc/sys/net/core/somaxconn") else "-"
-    return {
+    env = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
         "gservers / gevent / greenlet / httptools / locust": " / ".join(
             version(n) for n in ("gservers", "gevent", "greenlet", "httptools", "locust")),
-        "ab": ab_version,
-        "tool": args.tool, "requests per cell": args.requests, "keep-alive (ab)": args.keepalive,
-        "path": args.path, "backend backlog": 2048, "balancer backlog": 4096,
-        "somaxconn": somaxconn,
+        "ab": first_line(["ab", "-V"]),
+        "tool": args.tool, "requests per run": args.requests, "runs per cell": args.repeat,
+        "keep-alive (ab)": args.keepalive, "path": args.path,
+        "backend backlog": 2048, "balancer backlog": 4096, "somaxconn": somaxconn,
         "open files limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "topology": f"async backends 127.0.0.1:{','.join(map(str, args.backend_ports))}, "
                     f"thread backend :{args.thread_port}, balancer :{args.lb_port} (round_robin, "
                     f"{args.lb_workers} worker{'s' if args.lb_workers > 1 else ''})",
-        "note": "load generator and servers share the same CPUs",
     }
+    if "haproxy" in refs:
+        env["haproxy"] = (f"{first_line([rows.find_tool('haproxy') or 'haproxy', '-v'])} on "
+                          f":{args.haproxy_port} (nbthread 1, roundrobin, http-reuse always)")
+    if "nginx" in refs:
+        env["nginx"] = (f"{first_line([rows.find_tool('nginx') or 'nginx', '-v'])} on "
+                        f":{args.nginx_port} (1 worker, upstream keepalive 64)")
+    for t in args.target:
+        env[f"target {t.name}"] = f"http://{t.host}:{t.port}{t.path or args.path}"
+    env["wall time"] = f"{wall:.0f} s"
+    env["note"] = "load generator and servers share the same CPUs"
+    return env
+
+
+def _measure(args: argparse.Namespace, refs: list[str], tools: list[str]) -> list[Cell]:
+    """Start the rows' servers, size their responses and run every run."""
+    ports = {"thread": args.thread_port, "lb": args.lb_port, "admin": args.admin_port,
+             "haproxy": args.haproxy_port, "nginx": args.nginx_port}
+    levels = args.levels
+    with Supervisor(os.path.join(args.out, "logs")) as sup, \
+            tempfile.TemporaryDirectory(prefix="gservers-sweep-") as tmp:
+        table_rows = rows.start_rows(sup, args.models, refs, args.target, ports,
+                                     args.backend_ports, args.path, tmp, args.lb_workers)
+        rows.size_rows(table_rows, args.keepalive)
+        total = len(tools) * len(table_rows) * len(levels) * args.repeat
+        progress = runs.Progress(total)
+        cells: list[Cell] = []
+        if "ab" in tools:
+            cells += runs.ab_runs(table_rows, levels, args.requests, args.keepalive,
+                                  args.repeat, progress)
+        if "locust" in tools:
+            cells += runs.locust_runs(table_rows, levels, args.requests, args.repeat, progress)
+    return cells
+
+
+def _report(args: argparse.Namespace, cells: list[Cell], refs: list[str], notes: list[str],
+            wall: float) -> int:
+    keys = [*args.models, *refs, *(t.name for t in args.target)]
+    pairs = aggregate.RATIO_PAIRS + [(t.name, "async") for t in args.target]
+    summaries = aggregate.ordered(aggregate.summarise(cells), keys)
+    ratios = aggregate.ratios(cells, pairs)
+    files = results.write_all(summaries, ratios, environment(args, refs, wall), args.out, notes)
+    print(report.cells_table(summaries))
+    print()
+    for line in report.summary(summaries, ratios) + [f"Note: {n}" for n in notes]:
+        print(line)
+    print(f"\nwrote {', '.join(files)} in {wall:.0f} s")
+    invalid = [s for s in summaries if not s.valid]
+    if not invalid:
+        return 0
+    print(f"\n{PROG}: {len(invalid)} INVALID cell(s) — these figures do not count:",
+          file=sys.stderr)
+    for s in invalid:
+        for run in s.invalid_runs:
+            print(f"  {s.tool} {s.name} c={s.level} round {run.round}: "
+                  f"{'; '.join(run.reasons)}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        refs, notes = rows.references(args.references, args.models)
+    except ValueError as exc:
+        print(f"{PROG}: error: --references: {exc}", file=sys.stderr)
+        return 2
+    names = [t.name for t in args.target]
+    if len(set(names)) != len(names):
+        print(f"{PROG}: error: --target names must differ: {', '.join(names)}", file=sys.stderr)
+        return 2
+    if not args.models and not refs and not args.target:
+        print(f"{PROG}: error: nothing to measure: --models none and no --references or "
+              "--target", file=sys.stderr)
+        return 2
     if args.tool in ("ab", "both"):
         try:
             ab.ab_path()
@@ -235,39 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     supervisor.interrupt_on(signal.SIGTERM)
     tools = ["ab", "locust"] if args.tool == "both" else [args.tool]
-    total = len(tools) * len(args.models) * len(args.levels)
-    cells: list[Cell] = []
-    log_dir = os.path.join(args.out, "logs")
+    started = time.monotonic()
     try:
-        with Supervisor(log_dir) as sup:
-            targets = _targets(sup, args)
-            step = [0]
-            if "ab" in tools:
-                cells += _ab_cells(args, targets, step, total)
-            if "locust" in tools:
-                cells += _locust_cells(args, targets, step, total)
-            _progress(total, total, "done")
+        cells = _measure(args, refs, tools)
     except StartError as exc:
+        print(f"\n{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"\n{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; every server started was stopped", file=sys.stderr)
         return 130
-    files = report.write_all(cells, environment(args), args.out)
-    print(report.table(cells))
-    print()
-    for line in report.summary(cells):
-        print(line)
-    print("\nwrote " + ", ".join(files))
-    invalid = [c for c in cells if not c.valid]
-    if invalid:
-        print(f"\n{PROG}: {len(invalid)} INVALID cell(s) — these figures do not count:",
-              file=sys.stderr)
-        for c in invalid:
-            print(f"  {c.tool} {c.model_name} c={c.concurrency}: {'; '.join(c.reasons)}",
-                  file=sys.stderr)
-        return 1
-    return 0
+    return _report(args, cells, refs, notes, time.monotonic() - started)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ from loadtests.tools.ab import AbResult, judge
 
 #: The seed's three server models, in its order.
 MODELS = {"async": "Asynchronous", "thread": "Thread", "lb": "Asynchronous+LB"}
+#: The reference balancers, over the same four async backends as the lb.
+REFERENCES = {"haproxy": "Asynchronous+haproxy", "nginx": "Asynchronous+nginx"}
+
+
+def row_name(key: str) -> str:
+    """The table's name for a row key (a model, a reference, or a target's own name)."""
+    return MODELS.get(key) or REFERENCES.get(key) or key
 
 
 @dataclass
@@ -22,7 +29,7 @@ class Cell:
     """One row of the results table."""
 
     tool: str                      #: "ab" or "locust"
-    model: str                     #: a key of MODELS
+    model: str                     #: a row key: of MODELS, of REFERENCES or a target's name
     concurrency: int
     requests: int                  #: requests asked for
     keepalive: bool
@@ -39,9 +46,10 @@ class Cell:
     p99: float | None
     expected_size: int             #: bytes of one full response
     reasons: list[str] = field(default_factory=list)  #: why the cell is invalid
-    server_cpu: float = 0.0        #: CPU seconds the server processes used
+    server_cpu: float | None = 0.0  #: CPU seconds the server processes used (None: not ours)
     client_cpu: float = 0.0        #: CPU seconds the load generator used
     detail: dict[str, Any] = field(default_factory=dict)  #: the tool's other figures
+    round: int = 1                 #: which round of the sweep measured it (1-based)
 
     @property
     def valid(self) -> bool:
@@ -49,12 +57,14 @@ class Cell:
 
     @property
     def model_name(self) -> str:
-        return MODELS.get(self.model, self.model)
+        return row_name(self.model)
 
     @property
     def server_cpu_us(self) -> float | None:
         """Server CPU per completed request, in microseconds."""
-        return self.server_cpu / self.complete * 1e6 if self.complete else None
+        if self.server_cpu is None or not self.complete:
+            return None
+        return self.server_cpu / self.complete * 1e6
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -1,26 +1,34 @@
-# loadtests/report.py -- cells -> the results table, CSV, JSON and plots.
+# loadtests/report.py -- the sweep's cells and ratios -> the text of results.md.
 #
-# Strategy: pure functions from a list of Cells (plus an environment dict) to
-# text, and separate functions that write files and draw PNGs with
-# matplotlib's Agg backend (no screen needed).  The Markdown keeps the seed's
-# columns in the seed's order and adds p50, p99, server CPU per request, the
-# tool and the verdict; a second table sets the seed's own figures beside
-# ours, marking the seed rows that were not valid.
+# Strategy: pure functions from Summaries (loadtests.aggregate: the runs of
+# one cell, their median and spread) and Ratios to Markdown.  The results
+# table keeps the seed's columns in the seed's order for each cell's median
+# run and adds the range over the runs, p50, p99, server CPU per request,
+# the tool, the spread and the verdict (an invalid run says which round and
+# why); a second table gives the ratios per level, a third sets the seed's
+# own figures beside ours.  ``table`` renders single runs (the locustfile
+# prints its own), and ``write_json``/``read_json`` keep single runs as JSON
+# between the locustfile and the sweep; the results files are written by
+# loadtests.results.
 from __future__ import annotations
 
-import csv
 import json
-import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from loadtests import seed
-from loadtests.cell import MODELS, Cell
+from loadtests.aggregate import NOISY_SPREAD, Ratio, Summary
+from loadtests.cell import Cell, row_name
 
 COLUMNS = ["No.", "Server Model", "Concurrency Level", "Time taken for tests",
            "Complete Requests", "Failed Requests", "Total Transferred", "Requests per Second",
            "Time per Request", "Transfer Rate", "p50", "p99", "Server CPU", "Tool", "Valid"]
+#: The results table: the seed's columns for the median run, and the spread over the runs.
+CELL_COLUMNS = ["No.", "Server Model", "Concurrency Level", "Time taken for tests",
+                "Complete Requests", "Failed Requests", "Total Transferred",
+                "Requests per Second", "req/s min-max", "Time per Request", "Transfer Rate",
+                "p50", "p99", "p99 min-max", "Server CPU", "Tool", "Runs", "Spread", "Valid"]
 
 
 def _ms(value: float | None) -> str:
@@ -32,7 +40,7 @@ def _ratio(value: float) -> str:
 
 
 def table(cells: list[Cell]) -> str:
-    """The results table as Markdown."""
+    """Single runs as a Markdown table in the seed's columns."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for number, c in enumerate(cells, 1):
         cpu = "-" if c.server_cpu_us is None else f"{c.server_cpu_us:.0f} µs/req"
@@ -47,183 +55,176 @@ def table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def seed_comparison(cells: list[Cell]) -> str:
-    """Our ab cells beside the seed's figures for the same model and level."""
+def _range(low: float | None, high: float | None, fmt: str) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{low:{fmt}}-{high:{fmt}}"
+
+
+def _verdict(s: Summary) -> str:
+    if s.valid:
+        return "yes"
+    return "**NO: " + "; ".join(f"round {r.round}: " + "; ".join(r.reasons)
+                                for r in s.invalid_runs) + "**"
+
+
+def cells_table(summaries: list[Summary]) -> str:
+    """The results table: each cell's median run in the seed's columns, with
+    the spread over its runs beside it."""
+    lines = ["| " + " | ".join(CELL_COLUMNS) + " |", "|" + "---|" * len(CELL_COLUMNS)]
+    for number, s in enumerate(summaries, 1):
+        c = s.median
+        cpu = "-" if c.server_cpu_us is None else f"{c.server_cpu_us:.0f} µs/req"
+        spread = f"{s.spread:.0%}" + (" **noisy**" if s.noisy else "")
+        lines.append("| " + " | ".join([
+            str(number), s.name, str(s.level), f"{c.time_taken:.3f} sec", str(c.complete),
+            str(c.failed), f"{c.total_transferred} bytes", f"{c.rps:.2f} [#/sec]",
+            _range(s.rps_min, s.rps_max, ".0f"), f"{c.time_per_request:.3f} [ms]",
+            f"{c.transfer_rate:.2f} Kb/sec", _ms(c.p50), _ms(c.p99),
+            _range(s.p99_min, s.p99_max, ".2f"), cpu, s.tool + (" -k" if c.keepalive else ""),
+            str(len(s.runs)), spread, _verdict(s),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def ratio_name(name: str) -> str:
+    """ "lb/haproxy" -> "Asynchronous+LB / Asynchronous+haproxy"."""
+    top, _, bottom = name.partition("/")
+    return f"{row_name(top)} / {row_name(bottom)}"
+
+
+def _ratio_text(r: Ratio) -> str:
+    return f"{_ratio(r.median)} ({_ratio(r.min)}-{_ratio(r.max)})"
+
+
+def ratios_table(ratios: list[Ratio]) -> str:
+    """Per level and overall: the median ratio over rounds, with its range."""
+    levels = sorted({r.level for r in ratios if isinstance(r.level, int)})
+    head = ["Tool", "Ratio of requests/s"] + [f"c={lv}" for lv in levels] + ["all levels"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = list(dict.fromkeys((r.tool, r.name) for r in ratios))
+    for tool, name in keys:
+        found = {r.level: r for r in ratios if (r.tool, r.name) == (tool, name)}
+        cells = [_ratio_text(found[lv]) if lv in found else "-" for lv in [*levels, "all"]]
+        lines.append(f"| {tool} | {ratio_name(name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if keys else ""
+
+
+def seed_comparison(summaries: list[Summary]) -> str:
+    """Our ab cells (their median runs) beside the seed's figures for the same model and level."""
     lines = ["| Server Model | Concurrency | Seed req/s | Seed failed | Seed valid | "
-             "Our req/s | Our failed | Our valid | Speed-up |", "|" + "---|" * 9]
-    for c in cells:
-        if c.tool != "ab" or c.keepalive:
+             "Our req/s (median) | Our min-max | Our failed | Our valid | Speed-up |",
+             "|" + "---|" * 10]
+    for s in summaries:
+        row = seed.lookup(s.model, s.level)
+        if s.tool != "ab" or s.median.keepalive or row is None:
             continue
-        row = seed.lookup(c.model, c.concurrency)
-        if row is None:
-            continue
+        c = s.median
         speedup = _ratio(c.rps / row.rps) if row.rps else "-"
-        lines.append(f"| {c.model_name} | {c.concurrency} | {row.rps:.2f} | {row.failed} | "
-                     f"{'yes' if row.valid else '**no**'} | {c.rps:.2f} | {c.failed} | "
-                     f"{'yes' if c.valid else '**no**'} | {speedup} |")
+        lines.append(f"| {s.name} | {s.level} | {row.rps:.2f} | {row.failed} | "
+                     f"{'yes' if row.valid else '**no**'} | {c.rps:.2f} | "
+                     f"{_range(s.rps_min, s.rps_max, '.0f')} | "
+                     f"{sum(r.failed for r in s.runs)} | {'yes' if s.valid else '**no**'} | "
+                     f"{speedup} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def summary(cells: list[Cell]) -> list[str]:
-    """A few generated sentences on what changed between models."""
-    out: list[str] = []
-    invalid = [c for c in cells if not c.valid]
-    total = len(cells)
-    out.append(f"{total - len(invalid)} of {total} cells valid"
-               + ("." if not invalid else "; INVALID: " + ", ".join(
-                   f"{c.model_name} c={c.concurrency} ({c.tool})" for c in invalid) + "."))
-    medians: dict[tuple[str, str], float] = {}
-    for tool in sorted({c.tool for c in cells}):
-        for model in MODELS:
-            rates = [c.rps for c in cells if c.tool == tool and c.model == model and c.valid]
-            if rates:
-                medians[(tool, model)] = statistics.median(rates)
-                cpu = [c.server_cpu_us for c in cells if c.tool == tool and c.model == model
-                       and c.server_cpu_us is not None]
-                cpu_text = (f", server CPU median {statistics.median(cpu):.0f} µs/request"
-                            if cpu else "")
-                out.append(f"{tool}: {MODELS[model]} — median {medians[(tool, model)]:.0f} req/s "
-                           f"over {len(rates)} levels (max {max(rates):.0f}){cpu_text}.")
-        base = medians.get((tool, "async"))
-        for model in ("thread", "lb"):
-            if base and (tool, model) in medians:
-                out.append(f"{tool}: {MODELS[model]} / Asynchronous = "
-                           f"{medians[(tool, model)] / base:.2f}x (medians).")
-    seed_cells = [(c, seed.lookup(c.model, c.concurrency)) for c in cells
-                  if c.tool == "ab" and not c.keepalive]
-    ratios = [c.rps / row.rps for c, row in seed_cells if row and c.valid]
-    if ratios:
-        out.append(f"Against the seed (same model and level): {_ratio(min(ratios))} to "
-                   f"{_ratio(max(ratios))} its requests per second; the seed had "
+def _noise_line(summaries: list[Summary]) -> str:
+    noisy = [s for s in summaries if s.noisy]
+    runs = max((len(s.runs) for s in summaries), default=1)
+    if runs < 2:
+        return "One run per cell: no spread measured (use --repeat 3 or more)."
+    if not noisy:
+        return f"No cell is noisy: every spread (max - min) / median of req/s is within " \
+               f"{NOISY_SPREAD:.0%}."
+    return (f"{len(noisy)} of {len(summaries)} cells noisy (spread of req/s over "
+            f"{NOISY_SPREAD:.0%}): " + ", ".join(f"{s.name} c={s.level} ({s.tool}, "
+                                                f"{s.spread:.0%})" for s in noisy)
+            + f"; tighten them with --repeat {max(5, runs + 2)} or more --requests "
+              "(e.g. --requests 5000).")
+
+
+def summary(summaries: list[Summary], ratios: list[Ratio]) -> list[str]:
+    """A few generated sentences: validity, noise, each row, the ratios, the seed."""
+    invalid = [s for s in summaries if not s.valid]
+    runs = max((len(s.runs) for s in summaries), default=0)
+    out = [f"{len(summaries) - len(invalid)} of {len(summaries)} cells valid ({runs} "
+           f"run{'s' if runs != 1 else ''} each, interleaved)"
+           + ("." if not invalid else "; INVALID: " + ", ".join(
+               f"{s.name} c={s.level} ({s.tool})" for s in invalid) + "."),
+           _noise_line(summaries)]
+    for tool in sorted({s.tool for s in summaries}):
+        for key in dict.fromkeys(s.model for s in summaries if s.tool == tool):
+            mine = [s for s in summaries if s.tool == tool and s.model == key and s.valid]
+            if not mine:
+                continue
+            rates = [s.median.rps for s in mine]
+            cpu = [s.median.server_cpu_us for s in mine if s.median.server_cpu_us is not None]
+            cpu_text = (f", server CPU median {statistics.median(cpu):.0f} µs/request"
+                        if cpu else "")
+            out.append(f"{tool}: {mine[0].name} — median {statistics.median(rates):.0f} req/s "
+                       f"over {len(rates)} levels (max {max(rates):.0f}){cpu_text}.")
+        for r in ratios:
+            if r.tool == tool and r.level == "all":
+                out.append(f"{tool}: {ratio_name(r.name)} = {_ratio(r.median)} (median over "
+                           f"{r.rounds} round{'s' if r.rounds != 1 else ''}, range "
+                           f"{_ratio(r.min)}-{_ratio(r.max)}).")
+    pairs = [(s, seed.lookup(s.model, s.level)) for s in summaries
+             if s.tool == "ab" and not s.median.keepalive]
+    speedups = [s.median.rps / row.rps for s, row in pairs if row and s.valid]
+    if speedups:
+        out.append(f"Against the seed (same model and level): {_ratio(min(speedups))} to "
+                   f"{_ratio(max(speedups))} its requests per second; the seed had "
                    f"{sum(r.failed for r in seed.ROWS)} failed requests, we had "
-                   f"{sum(c.failed for c, _ in seed_cells)}.")
+                   f"{sum(r.failed for s, row in pairs if row for r in s.runs)}.")
     return out
 
 
-def markdown(cells: list[Cell], env: dict[str, Any]) -> str:
+NOTES = ("Each cell is the median of its runs by requests per second, shown in the seed's "
+         "columns; min-max give the range over the runs and Spread is (max - min) / median "
+         "of req/s (noisy above {noisy:.0%}). A cell is valid only when every run is: 0 "
+         "failed, 0 non-2xx, total transferred = n x one full response. Total Transferred "
+         "counts status line, headers and body for ab and Locust alike, so their rows "
+         "compare; ab without -k speaks HTTP/1.0 and Locust HTTP/1.1, so one full response "
+         "can differ by a header between the tools. Ratios are taken within each round (a "
+         "round's overall ratio is the median over its levels), then their median and range "
+         "over rounds are shown.")
+
+
+def markdown(summaries: list[Summary], ratios: list[Ratio], env: dict[str, Any],
+             notes: Sequence[str] = ()) -> str:
     """The whole results.md."""
-    parts = ["# Results", "", table(cells), "", "## Summary", ""]
-    parts += [f"- {line}" for line in summary(cells)]
-    comparison = seed_comparison(cells)
+    parts = ["# Results", "", cells_table(summaries), "", NOTES.format(noisy=NOISY_SPREAD),
+             "", "## Summary", ""]
+    parts += [f"- {line}" for line in summary(summaries, ratios)]
+    parts += [f"- Note: {note}" for note in notes]
+    by_level = ratios_table(ratios)
+    if by_level:
+        parts += ["", "## Ratios per level", "", "Median over rounds (min-max).", "", by_level]
+    comparison = seed_comparison(summaries)
     if comparison:
         parts += ["", "## Against the original experiment", "",
-                  "The seed's own ApacheBench figures (1000 requests per cell). A seed row is "
-                  "**not valid** when requests failed or total transferred fell short of "
-                  "1000 full responses.", "", comparison]
+                  "The seed's own ApacheBench figures (1000 requests per cell, one run). A seed "
+                  "row is **not valid** when requests failed or total transferred fell short "
+                  "of 1000 full responses.", "", comparison]
     parts += ["", "## Environment", ""]
     parts += [f"- {key}: {value}" for key, value in env.items()]
-    parts += ["", "Plots: `rps.png` (requests/s by concurrency, log x), `latency.png` "
-              "(p50 and p99), `failures.png` (failed and non-2xx per cell).", ""]
+    parts += ["", "Plots: `rps.png` (median requests/s by concurrency with min-max bars, log x; "
+              "the seed's figures as separate markers, hollow where its row was not valid), "
+              "`latency.png` (median p50 and p99, p99 with min-max bars), `failures.png` "
+              "(failed and non-2xx per cell, summed over its runs).", ""]
     return "\n".join(parts)
 
 
-CSV_FIELDS = ["tool", "model", "model_name", "concurrency", "requests", "keepalive",
-              "time_taken", "complete", "failed", "non_2xx", "total_transferred", "rps",
-              "time_per_request", "transfer_rate", "p50", "p90", "p99", "expected_size",
-              "server_cpu", "client_cpu", "server_cpu_us_per_request", "valid", "reasons"]
-
-
-def write_csv(cells: Iterable[Cell], path: str) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for c in cells:
-            row = c.to_dict()
-            row["reasons"] = "; ".join(c.reasons)
-            writer.writerow(row)
-
-
 def write_json(cells: Iterable[Cell], env: dict[str, Any], path: str) -> None:
+    """Single runs and what they ran with, as JSON (the locustfile's output)."""
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"environment": env, "cells": [c.to_dict() for c in cells]}, fh, indent=2)
         fh.write("\n")
 
 
 def read_json(path: str) -> tuple[list[Cell], dict[str, Any]]:
-    """Cells and environment back from a results.json."""
+    """Single runs and their environment back from :func:`write_json`'s file."""
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     return [Cell.from_dict(c) for c in data["cells"]], data.get("environment", {})
-
-
-def _series(cells: list[Cell]) -> dict[str, list[Cell]]:
-    groups: dict[str, list[Cell]] = {}
-    for c in cells:
-        label = f"{c.model_name} ({c.tool}{' -k' if c.keepalive else ''})"
-        groups.setdefault(label, []).append(c)
-    return {k: sorted(v, key=lambda c: c.concurrency) for k, v in groups.items()}
-
-
-def plot(cells: list[Cell], out_dir: str) -> list[str]:
-    """Draw rps.png, latency.png and failures.png; return their paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    series = _series(cells)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for label, group in series.items():
-        ax.plot([c.concurrency for c in group], [c.rps for c in group], marker="o", label=label)
-        for c in group:
-            if not c.valid:
-                ax.annotate("invalid", (c.concurrency, c.rps), color="red", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("concurrency (clients)")
-    ax.set_ylabel("requests per second")
-    ax.set_title("Throughput by concurrency")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir, "rps.png"))
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for index, (label, group) in enumerate(series.items()):
-        color = f"C{index}"
-        xs = [c.concurrency for c in group]
-        ax.plot(xs, [c.p50 or 0 for c in group], marker="o", color=color, label=f"{label} p50")
-        ax.plot(xs, [c.p99 or 0 for c in group], marker="^", linestyle="--", color=color,
-                label=f"{label} p99")
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_xlabel("concurrency (clients)")
-    ax.set_ylabel("latency (ms)")
-    ax.set_title("Latency percentiles by concurrency")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    paths.append(_save(fig, out_dir, "latency.png"))
-
-    fig, ax = plt.subplots(figsize=(max(8, len(cells) * 0.5), 5))
-    labels = [f"{c.model_name}\n{c.tool} c={c.concurrency}" for c in cells]
-    xs = range(len(cells))
-    ax.bar([x - 0.2 for x in xs], [c.failed for c in cells], width=0.4, label="failed",
-           color="C3")
-    ax.bar([x + 0.2 for x in xs], [c.non_2xx for c in cells], width=0.4, label="non-2xx",
-           color="C1")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("requests")
-    ax.set_title("Failures per cell (all zero means every response was a full 2xx)")
-    ax.set_ylim(bottom=0, top=max([1] + [c.failed for c in cells] + [c.non_2xx for c in cells]))
-    ax.legend()
-    paths.append(_save(fig, out_dir, "failures.png"))
-    return paths
-
-
-def _save(fig: Any, out_dir: str, name: str) -> str:
-    import matplotlib.pyplot as plt
-    path = os.path.join(out_dir, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_all(cells: list[Cell], env: dict[str, Any], out_dir: str) -> list[str]:
-    """results.md, results.csv, results.json and the plots under ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    files = [os.path.join(out_dir, n) for n in ("results.md", "results.csv", "results.json")]
-    with open(files[0], "w", encoding="utf-8") as fh:
-        fh.write(markdown(cells, env))
-    write_csv(cells, files[1])
-    write_json(cells, env, files[2])
-    return files + plot(cells, out_dir)

@@ -141,7 +141,9 @@ gs_tools() {
   local rows=() row cmd pkgs why missing=() pkg
   [ "${GS_HELP:-0}" = 0 ] || return 0  # --help installs nothing
   case $1 in
-    sweep) rows=("ab|apache2-utils|required") ;;
+    sweep) rows=("ab|apache2-utils|required"
+                 "haproxy|haproxy|the Asynchronous+haproxy row is skipped"
+                 "nginx|nginx-light nginx|the Asynchronous+nginx row is skipped") ;;
     test) rows=("ab|apache2-utils|required"
                 "ip|iproute2|the network-namespace tests are skipped"
                 "haproxy|haproxy|the haproxy config test is skipped"

@@ -81,16 +81,19 @@ def tool_version(argv: list[str]) -> str:
     return lines[0].strip() if lines else "-"
 
 
-def _haproxy(sup: Supervisor, program: str, port: int, backends: list[int], tmp: str) -> Process:
+def start_haproxy(sup: Supervisor, program: str, port: int, backends: list[int],
+                  tmp: str) -> Process:
+    """haproxy on ``port`` over ``backends`` (configs.haproxy_config), its config in ``tmp``."""
     cfg = os.path.join(tmp, "haproxy.cfg")
     with open(cfg, "w") as fh:
         fh.write(configs.haproxy_config(port, backends, host=HOST))
     return sup.start("haproxy", [program, "-db", "-f", cfg], port, timeout=30, cwd=ROOT)
 
 
-def _nginx(sup: Supervisor, program: str, name: str, lb_port: int | None,
-           ref_port: int | None, backends: list[int], tmp: str) -> Process:
-    """nginx as a balancer on ``lb_port`` or as the return-200 server on ``ref_port``."""
+def start_nginx(sup: Supervisor, program: str, name: str, lb_port: int | None,
+                ref_port: int | None, backends: list[int], tmp: str) -> Process:
+    """nginx as a balancer on ``lb_port`` over ``backends`` or as the return-200
+    server on ``ref_port``, in its own folder ``name`` under ``tmp``."""
     folder = os.path.join(tmp, name)
     os.makedirs(folder, mode=0o755)
     cfg = os.path.join(folder, "nginx.conf")
@@ -118,12 +121,13 @@ def start_servers(sup: Supervisor, args: argparse.Namespace, paths: dict[str, st
                           backends=args.backend_ports, port=args.lb_port, admin=False, cwd=ROOT)
         out["gservers"] = Endpoint("gservers", lb.server, backends)
     if "haproxy" in args.only and paths.get("haproxy"):
-        out["haproxy"] = Endpoint("haproxy", _haproxy(
+        out["haproxy"] = Endpoint("haproxy", start_haproxy(
             sup, paths["haproxy"], args.haproxy_port, args.backend_ports, tmp), backends)
     if "nginx" in args.only and paths.get("nginx"):
-        out["nginx"] = Endpoint("nginx", _nginx(sup, paths["nginx"], "nginx", args.nginx_port,
-                                                None, args.backend_ports, tmp), backends)
-        out["nginx return-200"] = Endpoint("nginx return-200", _nginx(
+        out["nginx"] = Endpoint("nginx", start_nginx(
+            sup, paths["nginx"], "nginx", args.nginx_port, None, args.backend_ports, tmp),
+            backends)
+        out["nginx return-200"] = Endpoint("nginx return-200", start_nginx(
             sup, paths["nginx"], "nginx-return-200", None, args.nginx_ref_port,
             args.backend_ports, tmp))
     return out
