@@ -1,38 +1,31 @@
 # loadtests/sweep.py -- a locustfile that reproduces ab's concurrency sweep.
 #
 # Strategy: `ab -n N -c C` for each level C, in Locust terms.  SweepUser is a
-# closed-loop FastHttpUser (no wait time, keep-alive) that must take one unit
-# of this process's request quota before each request; with none left it
-# idles on an Event (a gevent sleep that ends early when new quota arrives).
-# SweepShape steps through the levels: it spawns all users of a level at once
-# (spawn_rate = users) and only when they all run hands out the level's N
-# requests -- split among the workers in proportion to their users with a
-# "sweep_level" message, or by a direct call when running in one process.
-# A process whose share is done reports everything it measured ("sweep_done":
-# counts, bytes, statuses, every response time, first start / last end, its
-# CPU); once every share is in, the shape builds the level's Cell and moves
-# on, and after the last level tick() returns None so Locust stops.  On
-# test_stop the master (or the single process) writes the cells as JSON,
-# prints the table and sets exit code 1 if any cell is invalid.
-#
-# Exactly N at the server: geventhttpclient re-sends a request whose connection
-# closed unanswered, which SweepUser turns off, so a dropped request is one
-# failure, not several sends.
-#
-# Bytes: Locust's client does not expose the raw response heads, so
-# total_transferred counts BODY bytes only and expected_size is the body size.
+# closed-loop FastHttpUser (no wait time, keep-alive) that takes one unit of
+# this process's request quota before each request and idles while there is
+# none.  SweepShape spawns all users of a level at once, then hands out the
+# level's N requests (to the workers in proportion to their users, by a
+# "sweep_level" message); each process reports its share ("sweep_done"), and
+# with every share in, the shape builds the level's Cell and moves on, or
+# returns None after the last so Locust stops.  On test_stop the master (or
+# the one process) writes the cells as JSON, prints the table, and sets exit
+# code 1 if any cell is invalid or a level was cut short (SWEEP INCOMPLETE).
+# geventhttpclient's re-sends are off, so a dropped request is one failure.
+# Bytes, as ab counts them: status line + headers + body of every response;
+# head_size() rebuilds the head's length, as the client keeps no raw head.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import resource
+import signal
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from gevent.event import Event
 from geventhttpclient.url import URL
 from locust import LoadTestShape, __version__, constant, events, task
@@ -42,12 +35,14 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, Runner, W
 
 from loadtests.cell import MODELS, Cell
 from loadtests.report import table, write_json
+from loadtests.sweep_parts import check_parser, head_size, percentile, split
 
 logger = logging.getLogger("sweep")
 LEVEL_MSG, DONE_MSG = "sweep_level", "sweep_done"
 IDLE_S = 0.5                              #: longest idle wait of a user with no quota
 HEADERS = {"Accept-Encoding": "identity"}  # like ab: no compression, so lengths compare
 Report = dict[str, Any]
+BYTES_COUNTED = "status line, headers and body (as ab)"
 
 
 def _cpu() -> float:
@@ -63,9 +58,9 @@ def _add_arguments(parser: Any) -> None:
     group.add_argument("--sweep-levels", default="1,10,100,500,1000", help="users per level")
     group.add_argument("--sweep-requests", type=int, default=1000, help="requests per level")
     group.add_argument("--sweep-expect-bytes", type=int, default=None,
-                       help="expected body size (default: the first 2xx's Content-Length)")
-    group.add_argument("--sweep-model", default="lb", choices=sorted(MODELS),
-                       help="server model named in the cells")
+                       help="bytes of one full response, head + body (default: the first 2xx's)")
+    group.add_argument("--sweep-model", default="lb",
+                       help=f"row named in the cells: {', '.join(MODELS)}, or any name")
     group.add_argument("--sweep-out", default="results/latest/locust-cells.json",
                        help="JSON output (default: %(default)s)")
 
@@ -81,8 +76,7 @@ class Share:
         self.statuses: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.first_start: float | None = None
-        self.last_end = 0.0
-        self.cpu_start = _cpu()
+        self.last_end, self.cpu_start = 0.0, _cpu()
 
     def record(self, start: float, end: float, ms: float, status: int, nbytes: int,
                failure: str | None) -> None:
@@ -116,13 +110,12 @@ class Node:
 
     def __init__(self) -> None:
         self.share: Share | None = None
-        self.expected: int | None = None  #: full body size, given or learned
+        self.expected: int | None = None  #: bytes of one full response, given or learned
         self.ready = Event()              #: set while there is quota to take
 
     def assign(self, job: Report, node: str, report: Callable[[Report], None]) -> None:
         """Start this process's share of a level."""
-        if job.get("expected") is not None:
-            self.expected = job["expected"]
+        self.expected = job.get("expected") or self.expected
         self.share = Share(job, node, report)
         self.ready.set()
 
@@ -139,8 +132,8 @@ class Node:
         self.share, self.expected = None, None
         self.ready.clear()
 
-    def verdict(self, status: int, body: int, length: Any, error: Any) -> str | None:
-        """Why a response is a failure (None when it is a full 2xx)."""
+    def verdict(self, status: int, head: int, body: int, length: Any, error: Any) -> str | None:
+        """Why a response is a failure (None when it is a full 2xx of the expected size)."""
         if status == 0:
             return f"no response: {error!r}"
         if not 200 <= status < 300:
@@ -150,11 +143,11 @@ class Node:
         except (TypeError, ValueError):
             return f"bad Content-Length {length!r}"
         if self.expected is None:
-            self.expected = declared if declared is not None else body
+            self.expected = head + (declared if declared is not None else body)
         if declared is not None and declared != body:
             return f"body {body} bytes != Content-Length {declared}"
-        if body != self.expected:
-            return f"body {body} bytes != expected {self.expected}"
+        if head + body != self.expected:
+            return f"response {head} + {body} bytes != expected {self.expected}"
         return None
 
 
@@ -169,15 +162,14 @@ class SweepUser(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        # geventhttpclient's HTTPClient.request sends a GET again when its connection
-        # closes without an answer, up to pool size + 1 times: a server that drops
-        # requests saw up to 12 per request taken.  It tries size + 1 times, so -1 means
-        # once; a connection the server closed while idle is dropped before it is used
-        # (ConnectionPool._is_socket_alive), so no request goes unsent.
+        # HTTPClient.request re-sends a GET whose connection closed unanswered, trying
+        # pool size + 1 times (a dropping server saw up to 12 per request): -1 means once.
+        # An idle connection the server closed is dropped before use (_is_socket_alive).
         http = self.client.client.clientpool.get_client(URL(self.host))
         if not hasattr(http._connection_pool, "size"):
             raise RuntimeError("geventhttpclient changed: cannot turn off its re-sends")
         http._connection_pool.size = -1
+        check_parser()
 
     @task
     def fetch(self) -> None:
@@ -185,36 +177,20 @@ class SweepUser(FastHttpUser):
         if share is None:
             NODE.ready.wait(IDLE_S)
             return
-        start, status, body, failure = time.time(), 0, 0, None
+        start, status, head, body, failure = time.time(), 0, 0, 0, None
         with self.client.get(self.environment.parsed_options.sweep_path, catch_response=True,
                              headers=HEADERS) as resp:
             try:
                 status = resp.status_code or 0
                 body = len(resp.content or b"") if status else 0
+                head = head_size(resp) if status else 0
                 length = resp.headers.get("content-length") if resp.headers else None
-                failure = NODE.verdict(status, body, length, getattr(resp, "error", None))
+                failure = NODE.verdict(status, head, body, length, getattr(resp, "error", None))
             except Exception as exc:  # a broken body read is a failed request, not a lost one
                 status, failure = 0, f"no response: {exc!r}"
-            if failure:
-                resp.failure(failure)
-            else:
-                resp.success()
-        share.record(start, time.time(), resp.request_meta["response_time"], status, body, failure)
-
-
-def split(total: int, weights: dict[str, int]) -> dict[str, int]:
-    """``total`` divided in proportion to ``weights`` (largest remainder: sums exactly)."""
-    whole = sum(weights.values())
-    out = {k: total * w // whole for k, w in weights.items()}
-    spare = total - sum(out.values())
-    for k in sorted(weights, key=lambda k: -(total * weights[k] % whole))[:spare]:
-        out[k] += 1
-    return out
-
-
-def percentile(ordered: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of sorted values."""
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)] if ordered else None
+            resp.failure(failure) if failure else resp.success()
+        share.record(start, time.time(), resp.request_meta["response_time"], status,
+                     head + body, failure)
 
 
 class Sweep:
@@ -225,18 +201,15 @@ class Sweep:
         self.env = environment
         self.levels = [int(x) for x in str(opts.sweep_levels).split(",") if x.strip()]
         self.requests = int(opts.sweep_requests)
-        given = opts.sweep_expect_bytes
-        self.expected = int(given) if given not in (None, "") else None  # bytes of one body
+        self.expected = int(opts.sweep_expect_bytes or 0) or None  # one full response, or learn
         self.model, self.path, self.out = opts.sweep_model, opts.sweep_path, opts.sweep_out
         if not self.levels or min(self.levels) < 1 or self.requests < 1:
             raise ValueError("--sweep-levels needs users >= 1 and --sweep-requests >= 1")
-        self.run = uuid.uuid4().hex[:8]
-        self.index = 0
+        self.run, self.index = uuid.uuid4().hex[:8], 0
         self.shares: dict[str, int] | None = None  # None while the level's users spawn
         self.reports: dict[str, Report] = {}
         self.cells: list[Cell] = []
-        self.cpu_start = 0.0
-        self.finished = False
+        self.cpu_start, self.finished = 0.0, False
 
     def tick(self, runner: Runner) -> tuple[int, float] | None:
         """The shape's answer: (users, spawn rate) of the current level, or None when done."""
@@ -296,9 +269,8 @@ class Sweep:
         nbytes = sum(r["bytes"] for r in rs)
         starts = [r["first_start"] for r in rs if r["first_start"] is not None]
         taken = max(r["last_end"] for r in rs) - min(starts) if starts else 0.0
-        cpu = sum(r["cpu"] for r in rs)
-        if isinstance(runner, MasterRunner):
-            cpu += _cpu() - self.cpu_start
+        cpu = sum(r["cpu"] for r in rs) + (
+            _cpu() - self.cpu_start if isinstance(runner, MasterRunner) else 0.0)
         learned = {r["expected"] for r in rs if r["expected"] is not None}
         expected = self.expected or 0
         reasons = []
@@ -314,13 +286,10 @@ class Sweep:
         if len(learned | {expected}) > 1:
             reasons.append(f"processes disagree on the expected size: {sorted(learned)}")
         if nbytes != self.requests * expected:
-            reasons.append(f"body bytes {nbytes} != {self.requests} x {expected}")
-        statuses: Counter[str] = Counter()
-        failures: Counter[str] = Counter()
-        for r in rs:
-            statuses.update(r["statuses"])
-            failures.update(r["failures"])
-        detail = {"bytes_counted": "body", "processes": len(rs), "shares": self.shares,
+            reasons.append(f"total transferred {nbytes} != {self.requests} x {expected}")
+        statuses = sum((Counter(r["statuses"]) for r in rs), Counter[str]())
+        failures = sum((Counter(r["failures"]) for r in rs), Counter[str]())
+        detail = {"bytes_counted": BYTES_COUNTED, "processes": len(rs), "shares": self.shares,
                   "statuses": dict(statuses), "failure_reasons": dict(failures.most_common(5)),
                   "locust_failures": failed + non_2xx, "path": self.path,
                   "time_per_request_all": taken * 1000 / complete if complete else 0.0}
@@ -339,7 +308,7 @@ class Sweep:
                 else "master/worker" if isinstance(self.env.runner, MasterRunner) else "local")
         info = {"tool": "locust", "locust_version": __version__, "mode": mode,
                 "host": self.env.host, "path": self.path, "levels": self.levels,
-                "requests_per_level": self.requests, "total_transferred": "body bytes only"}
+                "requests_per_level": self.requests, "total_transferred": BYTES_COUNTED}
         os.makedirs(os.path.dirname(self.out) or ".", exist_ok=True)
         write_json(self.cells, info, self.out)
         print(table(self.cells), flush=True)
@@ -358,9 +327,7 @@ class Sweep:
 class SweepShape(LoadTestShape):
     """Steps through the levels: all users of a level at once, exactly N requests, next."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.sweep: Sweep | None = None
+    sweep: Sweep | None = None  #: this run's sweep, set by the first tick
 
     def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None
@@ -369,10 +336,19 @@ class SweepShape(LoadTestShape):
         return self.sweep.tick(self.runner)
 
 
+def _on_sigterm(environment: Environment) -> None:
+    """SIGTERM ends the sweep as a stop does (cells written, SWEEP INCOMPLETE if a level
+    was cut, exit 1); headless Locust installs its own handler only once the shape ends."""
+    logger.warning("SIGTERM: stopping the sweep")
+    if environment.runner is not None:
+        environment.runner.quit()
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
     if not isinstance(runner, WorkerRunner):
         Sweep(environment)  # check the options now: a ValueError here stops Locust
+        gevent.signal_handler(signal.SIGTERM, _on_sigterm, environment)
     if isinstance(runner, WorkerRunner):
         def on_level(environment: Environment, msg: Any) -> None:
             NODE.assign(msg.data, runner.client_id,

@@ -10,25 +10,32 @@
 # Every rule of a Locust cell's verdict has a test that asserts the reason it
 # gives: non-2xx (a 404 path), failed and complete != requested (a recording
 # backend that drops every third request), no response at all (nothing
-# listening), length (bodies of two sizes; two
-# processes that each saw one size).  The count is checked at the server: the
+# listening), length (bodies of two sizes; two processes that each saw one
+# size), a run stopped mid-level (the web UI's /stop while a level waits for
+# answers that never come).  The count is checked at the server: the
 # balancer's /stats (start_lb) or the recording backend must have seen
-# exactly N requests per level, in one process and with --processes 2.
+# exactly N requests per level, in one process and with --processes 2.  The
+# bytes are ab's (status line + headers + body), checked against the raw
+# bytes of one response read over a plain socket.
 from __future__ import annotations
 
 import itertools
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from loadtests.cell import Cell
 from loadtests.report import read_json
-from tests.recording_backend import RecordingBackend, Request, Responder, fixed
+from tests.recording_backend import RecordingBackend, Request, Responder, fixed, head_bytes
 from tests.recording_backend import Reply as RecordedReply
-from tests.support import ROOT, Server, start_backend, start_lb
+from tests.support import ROOT, Server, connect, start_backend, start_lb, wait_until
 
 HANG = 60.0  # seconds; hang protection only
 LOCUSTFILE = str(ROOT / "loadtests" / "sweep.py")
@@ -173,6 +180,52 @@ def test_the_balancer_counts_exactly_n_per_level(server: Server, tmp_path: Path,
     assert after - before == 2 * 60
 
 
+def raw_response(port: int, path: str) -> bytes:
+    """The bytes of the answer to one keep-alive HTTP/1.1 GET, as Locust sends it (no
+    Connection header, identity encoding), read off a plain socket: head, then the
+    Content-Length bytes of body, and nothing more."""
+    with connect(port) as sock:
+        def more(data: bytes) -> bytes:
+            block = sock.recv(65536)
+            assert block, f"the server closed after {data!r}"
+            return data + block
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                     "Accept-Encoding: identity\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data = more(data)
+        head = data[:data.index(b"\r\n\r\n") + 4]
+        length = re.search(rb"(?im)^content-length: *(\d+)\r$", head)
+        assert length, head
+        while len(data) < len(head) + int(length.group(1)):
+            data = more(data)
+        assert len(data) == len(head) + int(length.group(1)), data
+        return data
+
+
+@pytest.mark.parametrize("through", ["backend", "balancer"])
+def test_bytes_are_the_whole_responses(server: Server, tmp_path: Path, through: str) -> None:
+    """expected_size is one response's status line + headers + body, byte for byte as a
+    plain socket reads them (what ab counts), and total_transferred is N times that."""
+    out = tmp_path / "cells.json"
+    balancer = start_lb(backends=[server.port]) if through == "balancer" else None
+    try:
+        port = balancer.port if balancer else server.port
+        raw = raw_response(port, "/page.html")
+        proc = run(*sweep_args(port, "1,3", 50, out))
+    finally:
+        if balancer:
+            balancer.server.stop()
+    assert proc.returncode == 0, explain(proc)
+    body = raw.partition(b"\r\n\r\n")[2]
+    cells, env = read_json(str(out))
+    assert env["total_transferred"] == "status line, headers and body (as ab)"
+    for c in cells:
+        assert c.valid and c.detail["bytes_counted"] == env["total_transferred"], c.reasons
+        assert c.expected_size == len(raw) > len(body), (c.expected_size, raw)
+        assert c.total_transferred == 50 * len(raw)
+
+
 def dropping_every_third() -> Responder:
     """200 with a 10-byte body, except every third request: closed unanswered."""
     seen = itertools.count(1)
@@ -232,6 +285,10 @@ def test_nothing_listening_is_invalid(tmp_path: Path) -> None:
     assert has(c, "complete 0 of 5 done != 5 requested") and has(c, "failed 5"), c.reasons
 
 
+#: the head fixed() sends before a 10- or a 20-byte body (the same length for both)
+FIXED_HEAD = len(head_bytes(200, "OK", [("Content-Length", "10")]))
+
+
 def test_bodies_of_another_length_are_invalid(tmp_path: Path) -> None:
     """Every response a well-framed 2xx, but every other body 20 bytes, not 10."""
     seen = itertools.count()
@@ -248,9 +305,11 @@ def test_bodies_of_another_length_are_invalid(tmp_path: Path) -> None:
         backend.stop()
     assert proc.returncode == 1 and got == 40, explain(proc)
     c = read_json(str(out))[0][0]
-    assert c.complete == 40 and c.non_2xx == 0 and c.total_transferred == 20 * 10 + 20 * 20
+    total = 20 * (FIXED_HEAD + 10) + 20 * (FIXED_HEAD + 20)
+    assert c.complete == 40 and c.non_2xx == 0 and c.total_transferred == total, c
     assert c.failed == 20 and has(c, "failed 20 (no response 0, wrong length 20)"), c.reasons
-    assert has(c, f"body bytes 600 != 40 x {c.expected_size}"), c.reasons
+    assert c.expected_size in (FIXED_HEAD + 10, FIXED_HEAD + 20), c
+    assert has(c, f"total transferred {total} != 40 x {c.expected_size}"), c.reasons
 
 
 def test_processes_that_saw_other_sizes_are_invalid(tmp_path: Path) -> None:
@@ -269,4 +328,54 @@ def test_processes_that_saw_other_sizes_are_invalid(tmp_path: Path) -> None:
     assert proc.returncode == 1 and got == 40 and conns == 2, explain(proc)
     c = read_json(str(out))[0][0]
     assert c.failed == 0 and c.non_2xx == 0 and c.complete == 40, c
-    assert has(c, "processes disagree on the expected size: [10, 20]"), c.reasons
+    sizes = [FIXED_HEAD + 10, FIXED_HEAD + 20]
+    assert has(c, f"processes disagree on the expected size: {sizes}"), c.reasons
+
+
+@pytest.mark.parametrize("how", ["web-stop", "sigterm"])
+def test_a_sweep_stopped_mid_level_fails(tmp_path: Path, how: str) -> None:
+    """Locust stopped while level 2 of 2 waits for answers that never come: level 1's
+    cell is written, SWEEP INCOMPLETE is logged, exit 1.  The stop is the web UI's POST
+    /stop, which a web greenlet handles the same way every time, or a SIGTERM to a
+    headless Locust, which the locustfile handles (Locust's own handler comes only when
+    the shape has ended); a SIGINT can land in a user greenlet and be lost, and
+    --run-time is ignored with a LoadTestShape."""
+    hold, seen = threading.Event(), itertools.count(1)
+
+    def five_then_hold(req: Request) -> RecordedReply:
+        if next(seen) > 5:  # level 1 is 5 requests; level 2's wait
+            hold.wait(HANG)
+        return fixed(b"0123456789")(req)
+    backend, web = RecordingBackend(five_then_hold), free_port()
+    out, log = tmp_path / "cells.json", tmp_path / "locust.log"
+    args = sweep_args(backend.port, "1,2", 5, out)
+    if how == "web-stop":  # not --headless: the web UI runs
+        args = ["--autostart", "--autoquit", "0", "--web-host", "127.0.0.1", "--web-port",
+                str(web), *args[1:]]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(locust(*args), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        # level 1's 5, then one held request from each of level 2's 2 users
+        assert wait_until(lambda: len(backend.requests) == 7, HANG), log.read_text()
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            stop = urllib.request.Request(f"http://127.0.0.1:{web}/stop", data=b"",
+                                          method="POST")
+            with urllib.request.urlopen(stop, timeout=10) as answer:
+                assert answer.status == 200
+        proc.wait(HANG)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        hold.set()
+        got = len(backend.requests)
+        backend.stop()
+    text = log.read_text()
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{text[-4000:]}"
+    assert "SWEEP INCOMPLETE: stopped during level 2 of 2 (2 users)" in text, text[-4000:]
+    assert "INVALID CELL" not in text, text[-4000:]  # the exit code is the stop's alone
+    cells, _ = read_json(str(out))
+    assert [(c.concurrency, c.complete, c.valid) for c in cells] == [(1, 5, True)], cells
+    assert got == 7, f"{got} requests reached the server after the stop"
