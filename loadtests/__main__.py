@@ -25,7 +25,7 @@ from typing import Any
 
 from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
-from loadtests import aggregate, report, results, rows, runs, supervisor
+from loadtests import aggregate, report, results, rows, runs, supervisor, workload
 from loadtests.cell import MODELS, REFERENCES, Cell
 from loadtests.supervisor import StartError, Supervisor
 from loadtests.tools import ab
@@ -84,6 +84,13 @@ def _target(text: str) -> rows.Target:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _workload(text: str) -> workload.Workload:
+    try:
+        return workload.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _repeat(text: str) -> int:
     value = _positive(text)
     if value > 50:
@@ -123,7 +130,13 @@ def parser() -> ArgumentParser:
                    help="ab with -k (HTTP keep-alive); Locust always keeps alive")
     p.add_argument("--tool", choices=("ab", "locust", "both"), default="ab",
                    help="load generator (default: ab)")
-    p.add_argument("--path", default="/page.html", help="path requested (default: /page.html)")
+    p.add_argument("--workload", type=_workload, default=workload.Workload("static"),
+                   metavar="static|cpu:MS|wait:MS",
+                   help="what every request asks: static (the --path page), cpu:MS (the "
+                        "backends' /work/cpu: burn about MS ms of CPU) or wait:MS (/work/wait: "
+                        "wait MS ms without CPU) (default: static)")
+    p.add_argument("--path", default=None,
+                   help="path requested by the static workload (default: /page.html)")
     p.add_argument("--backend-ports", type=_csv(int, upper=65535, what="port"),
                    default=BACKEND_PORTS, metavar="P,P,P,P",
                    help="ports of the async backends; the first is the Asynchronous model "
@@ -171,7 +184,7 @@ def environment(args: argparse.Namespace, refs: list[str], wall: float) -> dict[
             version(n) for n in ("gservers", "gevent", "greenlet", "httptools", "locust")),
         "ab": first_line(["ab", "-V"]),
         "tool": args.tool, "requests per run": args.requests, "runs per cell": args.repeat,
-        "keep-alive (ab)": args.keepalive, "path": args.path,
+        "keep-alive (ab)": args.keepalive, "workload": args.workload.name, "path": args.path,
         "backend backlog": 2048, "balancer backlog": 4096, "somaxconn": somaxconn,
         "open files limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "topology": f"async backends 127.0.0.1:{','.join(map(str, args.backend_ports))}, "
@@ -218,7 +231,9 @@ def _report(args: argparse.Namespace, cells: list[Cell], refs: list[str], notes:
     pairs = aggregate.RATIO_PAIRS + [(t.name, "async") for t in args.target]
     summaries = aggregate.ordered(aggregate.summarise(cells), keys)
     ratios = aggregate.ratios(cells, pairs)
-    files = results.write_all(summaries, ratios, environment(args, refs, wall), args.out, notes)
+    files = results.write_all(summaries, ratios, environment(args, refs, wall), args.out, notes,
+                              args.workload, args.path)
+    print(f"Workload {args.workload.name} ({args.path}): {args.workload.shows}\n")
     print(report.cells_table(summaries))
     print()
     for line in report.summary(summaries, ratios) + [f"Note: {n}" for n in notes]:
@@ -238,6 +253,11 @@ def _report(args: argparse.Namespace, cells: list[Cell], refs: list[str], notes:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.path is not None and args.workload.kind != "static":
+        print(f"{PROG}: error: --path is for the static workload; --workload "
+              f"{args.workload.name} asks for {args.workload.path('')}", file=sys.stderr)
+        return 2
+    args.path = args.workload.path(args.path or "/page.html")
     try:
         refs, notes = rows.references(args.references, args.models)
     except ValueError as exc:

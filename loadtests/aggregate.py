@@ -103,7 +103,8 @@ class Summary:
                   "time_per_request": m.time_per_request, "transfer_rate": m.transfer_rate,
                   "p50_ms": m.p50, "p99_ms": m.p99, "non_2xx": m.non_2xx,
                   "total_bytes": m.total_transferred, "round": m.round,
-                  "server_cpu_us_per_request": m.server_cpu_us}
+                  "server_cpu_us_per_request": m.server_cpu_us,
+                  "server_peak_rss_kb": m.server_peak_rss_kb}
         return {"model": self.name, "key": self.model, "level": self.level, "tool": self.tool,
                 "valid": self.valid, "noisy": self.noisy, "spread": self.spread,
                 "requests": m.requests, "keepalive": m.keepalive,

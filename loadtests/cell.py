@@ -50,6 +50,7 @@ class Cell:
     client_cpu: float = 0.0        #: CPU seconds the load generator used
     detail: dict[str, Any] = field(default_factory=dict)  #: the tool's other figures
     round: int = 1                 #: which round of the sweep measured it (1-based)
+    server_peak_rss_kb: int | None = None  #: peak RSS summed over the server processes
 
     @property
     def valid(self) -> bool:

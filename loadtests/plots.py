@@ -30,7 +30,7 @@ def _bars(values: list[float], lows: list[float], highs: list[float]) -> list[li
             [max(0.0, hi - v) for v, hi in zip(values, highs, strict=True)]]
 
 
-def _throughput(plt: Any, series: dict, out_dir: str) -> str:
+def _throughput(plt: Any, series: dict, out_dir: str, subtitle: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     seeded: set[str] = set()
     for index, ((label, key, tool), group) in enumerate(series.items()):
@@ -57,14 +57,14 @@ def _throughput(plt: Any, series: dict, out_dir: str) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("concurrency (clients)")
     ax.set_ylabel("requests per second (median, min-max bars)")
-    ax.set_title("Throughput by concurrency (squares: the seed; hollow: its row was not valid)",
-                 fontsize=10)
+    ax.set_title(_title("Throughput by concurrency (squares: the seed; hollow: its row was "
+                        "not valid)", subtitle), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _save(plt, fig, out_dir, "rps.png")
 
 
-def _latency(plt: Any, series: dict, out_dir: str) -> str:
+def _latency(plt: Any, series: dict, out_dir: str, subtitle: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for index, ((label, _, _), group) in enumerate(series.items()):
         color = f"C{index % 10}"
@@ -79,13 +79,14 @@ def _latency(plt: Any, series: dict, out_dir: str) -> str:
     ax.set_yscale("symlog", linthresh=1)
     ax.set_xlabel("concurrency (clients)")
     ax.set_ylabel("latency (ms)")
-    ax.set_title("Latency by concurrency (median run; p99 with min-max bars)")
+    ax.set_title(_title("Latency by concurrency (median run; p99 with min-max bars)", subtitle),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return _save(plt, fig, out_dir, "latency.png")
 
 
-def _failures(plt: Any, summaries: list[Summary], out_dir: str) -> str:
+def _failures(plt: Any, summaries: list[Summary], out_dir: str, subtitle: str) -> str:
     fig, ax = plt.subplots(figsize=(max(8, len(summaries) * 0.45), 5))
     labels = [f"{s.name}\n{s.tool} c={s.level}" for s in summaries]
     failed = [sum(r.failed for r in s.runs) for s in summaries]
@@ -96,10 +97,15 @@ def _failures(plt: Any, summaries: list[Summary], out_dir: str) -> str:
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("requests, summed over the cell's runs")
-    ax.set_title("Failures per cell (all zero means every response was a full 2xx)")
+    ax.set_title(_title("Failures per cell (all zero means every response was a full 2xx)",
+                        subtitle), fontsize=10)
     ax.set_ylim(bottom=0, top=max([1, *failed, *non_2xx]))
     ax.legend()
     return _save(plt, fig, out_dir, "failures.png")
+
+
+def _title(text: str, subtitle: str) -> str:
+    return f"{text}\n{subtitle}" if subtitle else text
 
 
 def _save(plt: Any, fig: Any, out_dir: str, name: str) -> str:
@@ -110,12 +116,14 @@ def _save(plt: Any, fig: Any, out_dir: str, name: str) -> str:
     return path
 
 
-def plot(summaries: list[Summary], out_dir: str) -> list[str]:
-    """Draw rps.png, latency.png and failures.png under ``out_dir``; their paths."""
+def plot(summaries: list[Summary], out_dir: str, subtitle: str = "") -> list[str]:
+    """Draw rps.png, latency.png and failures.png under ``out_dir`` (``subtitle``,
+    e.g. the workload, in each title); their paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     series = _series(summaries)
-    return [_throughput(plt, series, out_dir), _latency(plt, series, out_dir),
-            _failures(plt, summaries, out_dir)]
+    paths = [_throughput(plt, series, out_dir, subtitle), _latency(plt, series, out_dir, subtitle),
+             _failures(plt, summaries, out_dir, subtitle)]
+    return paths

@@ -13,7 +13,8 @@
 # functions take psutil.Process objects: psutil remembers each one's start
 # time, so a PID the kernel has since given to another process is never
 # mistaken for ours.  The one figure psutil lacks, the peak resident set
-# size (VmHWM), is read from /proc/PID/status here and nowhere else.
+# size (VmHWM), is read from /proc/PID/status here and nowhere else, and
+# reset (so a peak can be taken over one run) through /proc/PID/clear_refs.
 # Whether a port is held only by TIME_WAIT sockets is gservers.netutil's
 # only_time_wait (the servers need it and must not import loadtests).
 from __future__ import annotations
@@ -100,6 +101,20 @@ def peak_rss_kb(pid: Pid) -> int:
     except OSError:
         pass
     return 0  # gone, or a zombie (its status has no memory lines)
+
+
+def reset_peak_rss(pid: Pid) -> bool:
+    """Start ``pid``'s peak RSS afresh from its current RSS (writing 5 to
+    /proc/PID/clear_refs, Linux 4.0 and later, for a process we may write
+    to); False when that could not be done (then VmHWM stays the peak since
+    the process started)."""
+    number = pid.pid if isinstance(pid, psutil.Process) else pid
+    try:
+        with open(f"/proc/{number}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def num_fds(pid: Pid) -> int:

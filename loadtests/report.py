@@ -20,6 +20,7 @@ from typing import Any
 from loadtests import seed
 from loadtests.aggregate import NOISY_SPREAD, Ratio, Summary
 from loadtests.cell import Cell, row_name
+from loadtests.workload import Workload
 
 COLUMNS = ["No.", "Server Model", "Concurrency Level", "Time taken for tests",
            "Complete Requests", "Failed Requests", "Total Transferred", "Requests per Second",
@@ -28,7 +29,8 @@ COLUMNS = ["No.", "Server Model", "Concurrency Level", "Time taken for tests",
 CELL_COLUMNS = ["No.", "Server Model", "Concurrency Level", "Time taken for tests",
                 "Complete Requests", "Failed Requests", "Total Transferred",
                 "Requests per Second", "req/s min-max", "Time per Request", "Transfer Rate",
-                "p50", "p99", "p99 min-max", "Server CPU", "Tool", "Runs", "Spread", "Valid"]
+                "p50", "p99", "p99 min-max", "Server CPU", "Peak RSS", "Tool", "Runs", "Spread",
+                "Valid"]
 
 
 def _ms(value: float | None) -> str:
@@ -53,6 +55,10 @@ def table(cells: list[Cell]) -> str:
             f"{c.transfer_rate:.2f} Kb/sec", _ms(c.p50), _ms(c.p99), cpu, tool, verdict,
         ]) + " |")
     return "\n".join(lines)
+
+
+def _mib(kb: int | None) -> str:
+    return "-" if kb is None else f"{kb / 1024:.0f} MiB"
 
 
 def _range(low: float | None, high: float | None, fmt: str) -> str:
@@ -81,7 +87,8 @@ def cells_table(summaries: list[Summary]) -> str:
             str(c.failed), f"{c.total_transferred} bytes", f"{c.rps:.2f} [#/sec]",
             _range(s.rps_min, s.rps_max, ".0f"), f"{c.time_per_request:.3f} [ms]",
             f"{c.transfer_rate:.2f} Kb/sec", _ms(c.p50), _ms(c.p99),
-            _range(s.p99_min, s.p99_max, ".2f"), cpu, s.tool + (" -k" if c.keepalive else ""),
+            _range(s.p99_min, s.p99_max, ".2f"), cpu, _mib(c.server_peak_rss_kb),
+            s.tool + (" -k" if c.keepalive else ""),
             str(len(s.runs)), spread, _verdict(s),
         ]) + " |")
     return "\n".join(lines)
@@ -162,6 +169,9 @@ def summary(summaries: list[Summary], ratios: list[Ratio]) -> list[str]:
             cpu = [s.median.server_cpu_us for s in mine if s.median.server_cpu_us is not None]
             cpu_text = (f", server CPU median {statistics.median(cpu):.0f} µs/request"
                         if cpu else "")
+            rss = [s.median.server_peak_rss_kb for s in mine
+                   if s.median.server_peak_rss_kb is not None]
+            cpu_text += f", peak RSS up to {max(rss) / 1024:.0f} MiB" if rss else ""
             out.append(f"{tool}: {mine[0].name} — median {statistics.median(rates):.0f} req/s "
                        f"over {len(rates)} levels (max {max(rates):.0f}){cpu_text}.")
         for r in ratios:
@@ -188,14 +198,19 @@ NOTES = ("Each cell is the median of its runs by requests per second, shown in t
          "compare; ab without -k speaks HTTP/1.0 and Locust HTTP/1.1, so one full response "
          "can differ by a header between the tools. Ratios are taken within each round (a "
          "round's overall ratio is the median over its levels), then their median and range "
-         "over rounds are shown.")
+         "over rounds are shown. Peak RSS is summed over the row's server processes (the lb or "
+         "reference balancer and its four backends), taken over each ab run, or over the "
+         "whole Locust sweep of the row.")
 
 
 def markdown(summaries: list[Summary], ratios: list[Ratio], env: dict[str, Any],
-             notes: Sequence[str] = ()) -> str:
+             notes: Sequence[str] = (), workload: Workload | None = None,
+             path: str = "") -> str:
     """The whole results.md."""
-    parts = ["# Results", "", cells_table(summaries), "", NOTES.format(noisy=NOISY_SPREAD),
-             "", "## Summary", ""]
+    workload = workload or Workload("static")
+    parts = [f"# Results: workload {workload.name} ({path or workload.path('/page.html')})",
+             "", workload.shows, "", cells_table(summaries), "",
+             NOTES.format(noisy=NOISY_SPREAD), "", "## Summary", ""]
     parts += [f"- {line}" for line in summary(summaries, ratios)]
     parts += [f"- Note: {note}" for note in notes]
     by_level = ratios_table(ratios)

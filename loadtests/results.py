@@ -21,12 +21,13 @@ from typing import Any
 
 from loadtests import plots, report
 from loadtests.aggregate import Ratio, Summary
+from loadtests.workload import Workload
 
 CSV_FIELDS = ["tool", "key", "model", "level", "requests", "keepalive", "runs", "valid",
               "noisy", "spread", "rps", "rps_min", "rps_max", "p50_ms", "p99_ms", "p99_min_ms",
               "p99_max_ms", "time_taken", "complete", "failed", "non_2xx", "total_bytes",
               "expected_size", "time_per_request", "transfer_rate",
-              "server_cpu_us_per_request", "reasons"]
+              "server_cpu_us_per_request", "server_peak_rss_kb", "reasons"]
 
 
 def to_json(summaries: Sequence[Summary], ratios: Sequence[Ratio], env: dict[str, Any],
@@ -49,17 +50,19 @@ def write_csv(summaries: Sequence[Summary], path: str) -> None:
 
 
 def write_all(summaries: Sequence[Summary], ratios: Sequence[Ratio], env: dict[str, Any],
-              out_dir: str, notes: Sequence[str] = ()) -> list[str]:
+              out_dir: str, notes: Sequence[str] = (), workload: Workload | None = None,
+              path: str = "") -> list[str]:
     """results.md, results.csv, results.json and the plots under ``out_dir``; their paths."""
+    workload = workload or Workload("static")
     os.makedirs(out_dir, exist_ok=True)
     files = [os.path.join(out_dir, n) for n in ("results.md", "results.csv", "results.json")]
     with open(files[0], "w", encoding="utf-8") as fh:
-        fh.write(report.markdown(list(summaries), list(ratios), env, notes))
+        fh.write(report.markdown(list(summaries), list(ratios), env, notes, workload, path))
     write_csv(summaries, files[1])
     with open(files[2], "w", encoding="utf-8") as fh:
         json.dump(to_json(summaries, ratios, env, notes), fh, indent=2)
         fh.write("\n")
-    return files + plots.plot(list(summaries), out_dir)
+    return files + plots.plot(list(summaries), out_dir, f"workload {workload.name}")
 
 
 def read(path: str) -> dict[str, Any]:

@@ -86,6 +86,14 @@ class Row:
     def cpu_seconds(self) -> float | None:
         return sum(p.cpu_seconds() for p in self.procs) if self.procs else None
 
+    def reset_peak_rss(self) -> bool:
+        """Start the peak RSS of the row's processes afresh (False: not possible)."""
+        return bool(self.procs) and all([p.reset_peak_rss() for p in self.procs])
+
+    def peak_rss_kb(self) -> int | None:
+        """Peak RSS summed over the row's processes since the last reset, in KiB."""
+        return sum(p.peak_rss_kb() for p in self.procs) if self.procs else None
+
 
 def references(asked: Sequence[str] | None, models: Sequence[str]) -> tuple[list[str], list[str]]:
     """The reference rows to run and notes on those skipped.  ``asked`` None

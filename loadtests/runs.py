@@ -59,6 +59,7 @@ def _children_cpu() -> float:
 
 def ab_run(row: Row, level: int, requests: int, keepalive: bool, rnd: int) -> Cell:
     """One ab run against ``row`` at concurrency ``level``, judged."""
+    peak = row.reset_peak_rss()
     cpu0 = row.cpu_seconds()
     client0 = _children_cpu()
     result, _ = ab.run(row.url, requests, level, keepalive)
@@ -67,6 +68,7 @@ def ab_run(row: Row, level: int, requests: int, keepalive: bool, rnd: int) -> Ce
     cpu1 = row.cpu_seconds()
     cell.server_cpu = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     cell.client_cpu = _children_cpu() - client0
+    cell.server_peak_rss_kb = row.peak_rss_kb() if peak else None
     cell.round = rnd
     return cell
 
@@ -89,9 +91,10 @@ def locust_run(row: Row, levels: Sequence[int], requests: int, rnd: int) -> list
     here = os.path.dirname(os.path.abspath(__file__))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cells.json")
+        peak = row.reset_peak_rss()
         cpu0 = row.cpu_seconds()
-        argv = ["locust", "-f", os.path.join(here, "sweep.py"), "--headless",
-                "-H", f"http://{row.host}:{row.port}", "--sweep-levels",
+        argv = [sys.executable, "-m", "locust", "-f", os.path.join(here, "sweep.py"),
+                "--headless", "-H", f"http://{row.host}:{row.port}", "--sweep-levels",
                 ",".join(map(str, levels)), "--sweep-requests", str(requests),
                 "--sweep-model", row.key, "--sweep-path", row.path, "--sweep-out", out,
                 "--loglevel", "WARNING", "--only-summary"]
@@ -107,10 +110,12 @@ def locust_run(row: Row, levels: Sequence[int], requests: int, rnd: int) -> list
                               f"Locust stopped before this level ended (exit "
                               f"{proc.returncode}): {proc.stderr.strip()[-300:]}"]))
     cpu1 = row.cpu_seconds()
+    rss = row.peak_rss_kb() if peak else None  # over the whole Locust sweep of the row
     spent = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
     done = sum(c.complete for c in cells) or 1
     for cell in cells:  # the run's server CPU, shared out by requests served
         cell.server_cpu = None if spent is None else spent * cell.complete / done
+        cell.server_peak_rss_kb = rss
         cell.round = rnd
     return cells
 

@@ -125,6 +125,11 @@ class Process:
         """VmHWM (peak RSS) summed over the process and its descendants, in KiB."""
         return sum(procstats.peak_rss_kb(member) for member in self.tree())
 
+    def reset_peak_rss(self) -> bool:
+        """Start the peak RSS of the process and its descendants afresh; False
+        when any could not be reset (see procstats.reset_peak_rss)."""
+        return all([procstats.reset_peak_rss(member) for member in self.tree()])
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGCONT, SIGTERM, wait up to ``timeout``; SIGKILL if it will not
         go; then SIGKILL any descendant seen by tree() that outlived it (the

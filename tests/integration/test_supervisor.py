@@ -63,3 +63,17 @@ def test_memory_figures_of_a_backend() -> None:
         assert rss > 0 and peak >= rss
         backend.stop()
         assert backend.rss_kb() == 0 and backend.tree() == []
+
+
+def test_the_peak_rss_can_be_taken_afresh_over_one_run() -> None:
+    """A process that held 200 MiB and let it go: its lifetime peak says so, and
+    after reset_peak_rss the peak is its current size again (what a sweep's run
+    reports is the peak during that run, not since the server started)."""
+    code = ("import sys, time; a = bytearray(200 * 1024 * 1024); a[::4096] = b'x' * len(a[::4096]);"
+            " del a; print('listening on http://127.0.0.1:1', flush=True); time.sleep(60)")
+    with Supervisor() as sup:
+        proc = sup.start("hog", [sys.executable, "-c", code])
+        assert proc.peak_rss_kb() > 150 * 1024
+        assert proc.reset_peak_rss()
+        assert proc.peak_rss_kb() < 100 * 1024
+        assert proc.peak_rss_kb() >= proc.rss_kb() * 0.9

@@ -57,6 +57,7 @@ def test_small_sweep_all_models_in_interleaved_rounds(tmp_path: Path) -> None:
             assert r["total_bytes"] == 200 * c["expected_size"]
         assert c["rps_min"] <= c["median"]["rps"] <= c["rps_max"]
         assert c["median"]["rps"] in [r["rps"] for r in c["runs"]]
+        assert c["median"]["server_peak_rss_kb"] > 5 * 1024  # a Python server or more
     # the progress lines are the runs in the order made: rounds, levels, rotated rows
     made = [(int(m[2]), m[3], int(m[4])) for m in PROGRESS_RE.findall(proc.stderr)]
     a, t, lb = "Asynchronous", "Thread", "Asynchronous+LB"
@@ -124,6 +125,7 @@ def test_a_target_row_measures_a_server_the_user_runs(tmp_path: Path) -> None:
         assert c["valid"] and c["expected_size"] == len(raw)
         assert c["median"]["total_bytes"] == 200 * len(raw)
         assert c["median"]["server_cpu_us_per_request"] is None  # not ours to measure
+        assert c["median"]["server_peak_rss_kb"] is None
     assert "| mine | 1 |" in proc.stdout
 
 
