@@ -3,7 +3,9 @@
 # Strategy: no sockets and no clocks here, so both server models give the same
 # bytes.  GET/HEAD serve files under the document root, POST is read and
 # answered with a small fixed body, /health answers for the balancer's checks,
-# and every refusal is a Response with a short reason.  A request-target is
+# GET/HEAD under /work/ go to the synthetic work endpoints (work.py, which
+# holds their clocks and waits with the sleep each model injects), and every
+# refusal is a Response with a short reason.  A request-target is
 # decoded once, dot-segments are refused outright and the resolved path must
 # stay under the real root (which also stops symlinks that leave it).  That
 # resolution (realpath: an lstat per path component) is remembered for a
@@ -17,6 +19,7 @@ import stat
 import time
 from urllib.parse import unquote_to_bytes
 
+from gservers.backend.work import WORK_PREFIX, Sleep, Work
 from gservers.http import Head, Headers, HttpError
 from gservers.http.responses import ALLOW, Response, error_response
 
@@ -65,10 +68,13 @@ def request_path(target: bytes) -> bytes:
 
 
 class App:
-    """Serves one document root."""
+    """Serves one document root, and the /work/ endpoints waiting with
+    ``sleep`` (blocking ``time.sleep`` by default; the async model passes
+    ``gevent.sleep``)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, sleep: Sleep = time.sleep) -> None:
         self.root = os.path.realpath(root)
+        self.work = Work(sleep)
         self._cache: dict[str, tuple[int, int, Response]] = {}
         self._resolved: dict[bytes, tuple[float, str | None]] = {}
 
@@ -89,6 +95,8 @@ class App:
         if path == HEALTH_PATH:
             return Response(200, ((b"Content-Type", b"text/plain; charset=utf-8"),
                                   (b"Content-Length", b"3")), b"ok\n")
+        if path.startswith(WORK_PREFIX):
+            return self.work.handle(path, head.target)
         return self._static(path)
 
     def _resolve(self, path: bytes) -> str | None:

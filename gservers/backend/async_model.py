@@ -4,8 +4,10 @@
 # ``max_connections`` reused greenlets; each accepted connection runs the
 # shared blocking connection loop on a GreenSocket.  A full pool stops
 # accepting and the kernel backlog holds the rest.  Nothing is
-# monkey-patched.  SIGTERM/SIGINT drain: stop accepting, wake idle
-# keep-alive connections, wait (up to the grace period) for the pool to empty.
+# monkey-patched: the App is handed ``gevent.sleep`` for /work/wait, so a
+# waiting request yields to the other connections.  SIGTERM/SIGINT drain:
+# stop accepting, wake idle keep-alive connections, wait (up to the grace
+# period) for the pool to empty.
 from __future__ import annotations
 
 import logging
@@ -37,7 +39,7 @@ def run(config: BackendConfig) -> int:
     listener = bind(config.host, config.port, config.backlog, gsocket.socket)
     idle = IdleConnections()
     pool = GreenletPool(config.max_connections)
-    handler = partial(serve, app=App(config.root), config=config, idle=idle)
+    handler = partial(serve, app=App(config.root, gevent.sleep), config=config, idle=idle)
     server = Server(listener, handler, pool)
     server.start()
     log.info("async backend listening on http://%s:%d (pid %d, pool %d)",

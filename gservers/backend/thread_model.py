@@ -47,7 +47,7 @@ class ThreadServer:
         self.config = config
         self.listener = bind(config.host, config.port, config.backlog, socket.socket)
         self.listener.setblocking(False)
-        self.app = App(config.root)
+        self.app = App(config.root, time.sleep)  # /work/wait blocks its thread
         self.idle = IdleConnections()
         self._live = 0
         self._live_lock = threading.Lock()
