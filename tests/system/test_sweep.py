@@ -171,3 +171,29 @@ def test_a_busy_port_is_refused_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"port {port} is already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("work", "path", "tool"), [
+    ("cpu:2", "/work/cpu?ms=2", "ab"), ("wait:20", "/work/wait?ms=20", "ab"),
+    ("wait:20", "/work/wait?ms=20", "locust")])
+def test_each_workload_sweeps_its_endpoint(tmp_path: Path, work: str, path: str,
+                                           tool: str) -> None:
+    proc, _ = sweep(tmp_path, "--models", "async,thread", "--workload", work, "--tool", tool)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["environment"]["workload"] == work and data["environment"]["path"] == path
+    body = len(f"{work.split(':')[0]} {int(work.split(':')[1]):05d} ms\n")
+    for c in data["cells"]:
+        assert c["valid"] and c["tool"] == tool
+        assert c["median"]["total_bytes"] == 200 * c["expected_size"]
+        assert c["expected_size"] > body  # a head and the fixed-size body
+    if work.startswith("wait") and tool == "ab":  # 200 waits of 20 ms one at a time: >= 4 s
+        c1 = next(c for c in data["cells"] if c["level"] == 1)
+        assert c1["median"]["time_taken"] >= 200 * 0.020
+    md = (tmp_path / "results.md").read_text()
+    assert md.startswith(f"# Results: workload {work} ({path})")
+
+
+def test_path_and_a_workload_are_not_both_taken(tmp_path: Path) -> None:
+    proc, _ = sweep(tmp_path, "--workload", "cpu:1", "--path", "/page.html", timeout=60)
+    assert proc.returncode == 2 and "--path is for the static workload" in proc.stderr
