@@ -214,8 +214,8 @@ def _measure(args: argparse.Namespace, refs: list[str], tools: list[str]) -> lis
         table_rows = rows.start_rows(sup, args.models, refs, args.target, ports,
                                      args.backend_ports, args.path, tmp, args.lb_workers)
         rows.size_rows(table_rows, args.keepalive)
-        total = len(tools) * len(table_rows) * len(levels) * args.repeat
-        progress = runs.Progress(total)
+        progress = runs.Progress({tool: len(table_rows) * len(levels) * args.repeat
+                                  for tool in tools})
         cells: list[Cell] = []
         if "ab" in tools:
             cells += runs.ab_runs(table_rows, levels, args.requests, args.keepalive,

@@ -30,20 +30,35 @@ LOCUST_TIMEOUT_S = 1800
 
 
 class Progress:
-    """One line per finished run: the cell, its figures, and the time left."""
+    """One line per finished run: the cell, its figures, and the time left,
+    estimated per tool (a Locust run costs far more than an ab run)."""
 
-    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
-        self.total, self.done, self.out = total, 0, out
-        self.started = time.monotonic()
+    def __init__(self, totals: dict[str, int], out: TextIO = sys.stderr) -> None:
+        self.totals, self.out = dict(totals), out
+        self.total, self.done = sum(totals.values()), 0
+        self.spent: dict[str, float] = {tool: 0.0 for tool in totals}
+        self.counts: dict[str, int] = {tool: 0 for tool in totals}
+        self.last = time.monotonic()
 
     def eta(self) -> str:
-        if not self.done:
+        """The time left: each tool's runs to go at its own pace so far (a
+        tool not started yet at the pace of those that have)."""
+        done = sum(self.counts.values())
+        if not done:
             return "?"
-        left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+        overall = sum(self.spent.values()) / done
+        left = sum((self.totals[t] - self.counts[t])
+                   * (self.spent[t] / self.counts[t] if self.counts[t] else overall)
+                   for t in self.totals)
         return f"{int(left) // 60}:{int(left) % 60:02d}"
 
-    def ran(self, cell: Cell, steps: int = 1) -> None:
-        self.done += steps
+    def ran(self, cell: Cell) -> None:
+        now = time.monotonic()
+        tool = cell.tool if cell.tool in self.totals else next(iter(self.totals))
+        self.spent[tool] += now - self.last
+        self.counts[tool] += 1
+        self.last = now
+        self.done += 1
         verdict = "valid" if cell.valid else "INVALID: " + "; ".join(cell.reasons)
         p99 = "-" if cell.p99 is None else f"{cell.p99:.1f} ms"
         self.out.write(f"[{self.done}/{self.total}] round {cell.round} {cell.tool} "
