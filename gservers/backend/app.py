@@ -9,8 +9,13 @@
 # decoded once, dot-segments are refused outright and the resolved path must
 # stay under the real root (which also stops symlinks that leave it).  That
 # resolution (realpath: an lstat per path component) is remembered for a
-# second per path; small files are cached in memory and re-validated with one
-# stat() per request; large ones are streamed from disk.
+# second per path.  Each file version becomes a files.FileEntry (validators
+# and the 200/304 answers prebuilt), re-validated with one stat() per
+# request; small files are held in memory, large ones sent from disk (with
+# sendfile, by gservers.net.stream).  Conditional and Range requests are
+# answered by files.answer; a plain GET gets the prebuilt 200.  A folder
+# without its trailing slash is redirected (301) to it, a folder serves its
+# index.html or 404 (no listings).
 from __future__ import annotations
 
 import mimetypes
@@ -19,8 +24,9 @@ import stat
 import time
 from urllib.parse import unquote_to_bytes
 
+from gservers.backend.files import FileEntry, answer, folder_redirect, has_conditions, make_entry
 from gservers.backend.work import WORK_PREFIX, Sleep, Work
-from gservers.http import Head, Headers, HttpError
+from gservers.http import Head, HttpError
 from gservers.http.responses import ALLOW, Response, error_response
 
 POST_BODY = b"OK\n"
@@ -70,12 +76,15 @@ def request_path(target: bytes) -> bytes:
 class App:
     """Serves one document root, and the /work/ endpoints waiting with
     ``sleep`` (blocking ``time.sleep`` by default; the async model passes
-    ``gevent.sleep``)."""
+    ``gevent.sleep``); ``cache_max_age`` adds ``Cache-Control: max-age=N``
+    to file answers."""
 
-    def __init__(self, root: str, sleep: Sleep = time.sleep) -> None:
+    def __init__(self, root: str, sleep: Sleep = time.sleep,
+                 cache_max_age: int | None = None) -> None:
         self.root = os.path.realpath(root)
         self.work = Work(sleep)
-        self._cache: dict[str, tuple[int, int, Response]] = {}
+        self.cache_control = None if cache_max_age is None else b"max-age=%d" % cache_max_age
+        self._cache: dict[str, FileEntry] = {}
         self._resolved: dict[bytes, tuple[float, str | None]] = {}
 
     def handle(self, head: Head, body: bytes) -> Response:
@@ -97,7 +106,7 @@ class App:
                                   (b"Content-Length", b"3")), b"ok\n")
         if path.startswith(WORK_PREFIX):
             return self.work.handle(path, head.target)
-        return self._static(path)
+        return self._static(head, path)
 
     def _resolve(self, path: bytes) -> str | None:
         """The real file path for a decoded request path, or None when it
@@ -115,33 +124,45 @@ class App:
         self._resolved[path] = (now + RESOLVE_TTL, real)
         return real
 
-    def _static(self, path: bytes) -> Response:
+    def _static(self, head: Head, path: bytes) -> Response:
         try:
             real = self._resolve(path)
             if real is None:
                 return NOT_FOUND
             st = os.stat(real)
             if stat.S_ISDIR(st.st_mode):
-                real = os.path.join(real, "index.html")
+                if not path.endswith(b"/"):
+                    return folder_redirect(head.target)
+                real = self._resolve(path + b"index.html")
+                if real is None:
+                    return NOT_FOUND
                 st = os.stat(real)
+            elif path.endswith(b"/"):
+                return NOT_FOUND  # a file is not a folder
             if not stat.S_ISREG(st.st_mode):
                 return NOT_FOUND
         except (OSError, ValueError):
             return NOT_FOUND
-        cached = self._cache.get(real)
-        if cached and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
-            return cached[2]
-        headers: Headers = ((b"Content-Type", _content_type(real)),
-                            (b"Content-Length", b"%d" % st.st_size))
-        if st.st_size > CACHE_LIMIT:
-            return Response(200, headers, path=real)
-        try:
-            with open(real, "rb") as fh:
-                content = fh.read()
-        except OSError:
-            return NOT_FOUND
-        if len(content) != st.st_size:  # changed under us: serve what we read
-            headers = (headers[0], (b"Content-Length", b"%d" % len(content)))
-        response = Response(200, headers, content)
-        self._cache[real] = (st.st_mtime_ns, st.st_size, response)
-        return response
+        entry = self._cache.get(real)
+        if entry is None or not entry.matches(st):
+            entry = self._load(real, st)
+            if entry is None:
+                return NOT_FOUND
+        if has_conditions(head):
+            return answer(entry, head)
+        return entry.full
+
+    def _load(self, real: str, st: os.stat_result) -> FileEntry | None:
+        """A new entry for ``real``, its content read when small enough."""
+        content = None
+        if st.st_size <= CACHE_LIMIT:
+            try:
+                with open(real, "rb") as fh:
+                    content = fh.read(CACHE_LIMIT + 1)
+            except OSError:
+                return None
+            if len(content) > CACHE_LIMIT:  # it grew under us: send it from disk
+                content = None
+        entry = make_entry(real, st, _content_type(real), content, self.cache_control)
+        self._cache[real] = entry
+        return entry

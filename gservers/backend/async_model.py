@@ -39,7 +39,8 @@ def run(config: BackendConfig) -> int:
     listener = bind(config.host, config.port, config.backlog, gsocket.socket)
     idle = IdleConnections()
     pool = GreenletPool(config.max_connections)
-    handler = partial(serve, app=App(config.root, gevent.sleep), config=config, idle=idle)
+    app = App(config.root, gevent.sleep, config.cache_max_age)
+    handler = partial(serve, app=app, config=config, idle=idle)
     server = Server(listener, handler, pool)
     server.start()
     log.info("async backend listening on http://%s:%d (pid %d, pool %d)",

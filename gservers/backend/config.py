@@ -18,6 +18,7 @@ from gservers.settings import (
     header_timeout_setting,
     keepalive_timeout_setting,
     log_level_setting,
+    non_negative_int,
     port,
     positive_int,
     setting,
@@ -54,5 +55,8 @@ class BackendConfig:
     header_timeout: float = header_timeout_setting()
     max_body: int = setting(10 * 1024 * 1024, "largest request body accepted, in bytes (then 413)",
                             parse=positive_int, metavar="BYTES")
+    cache_max_age: int | None = setting(None, "add Cache-Control: max-age=SECONDS to file "
+                                        "responses (200, 206, 304); without it none is sent",
+                                        parse=non_negative_int, metavar="SECONDS")
     grace: float = grace_setting()
     log_level: str = log_level_setting()

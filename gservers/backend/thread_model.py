@@ -47,7 +47,8 @@ class ThreadServer:
         self.config = config
         self.listener = bind(config.host, config.port, config.backlog, socket.socket)
         self.listener.setblocking(False)
-        self.app = App(config.root, time.sleep)  # /work/wait blocks its thread
+        self.app = App(config.root, time.sleep,  # /work/wait blocks its thread
+                       config.cache_max_age)
         self.idle = IdleConnections()
         self._live = 0
         self._live_lock = threading.Lock()

@@ -24,13 +24,25 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class Response:
     """A response before framing: the connection adds Date, Server and
     Connection.  ``path`` names a file to stream after the head instead of
-    ``body``; ``close`` asks the connection to close after sending it."""
+    ``body``: ``count`` bytes of it from ``offset`` (None: to its end);
+    ``close`` asks the connection to close after sending it.  ``framed``,
+    when given, is ``headers`` already serialised (``header_lines``), for an
+    answer made once and sent many times."""
 
     status: int
     headers: Headers
     body: bytes = b""
     path: str | None = None
     close: bool = False
+    offset: int = 0
+    count: int | None = None
+    framed: bytes | None = None
+
+
+def header_lines(headers: Headers) -> bytes:
+    """``Name: value\r\n`` for each header, as ``frame`` writes them."""
+    return b"".join(b"%s: %s\r\n" % kv for kv in headers)
+
 
 def error_response(error: HttpError, close: bool = True) -> Response:
     """A short text/plain answer for ``error``."""
@@ -53,7 +65,10 @@ def frame(response: Response, head: Head | None, keep_alive: bool,
           server: bytes = SERVER) -> bytes:
     """Status line and headers for ``response`` (Date, Server, Connection added)."""
     parts = [status_line(response.status), b"Date: ", http_date(), b"\r\nServer: ", server, b"\r\n"]
-    parts.extend(b"%s: %s\r\n" % kv for kv in response.headers)
+    if response.framed is None:
+        parts.extend(b"%s: %s\r\n" % kv for kv in response.headers)
+    else:
+        parts.append(response.framed)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     elif head is not None and head.version == "1.0":

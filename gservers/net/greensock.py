@@ -13,7 +13,8 @@
 # timer once per timeout period instead of once per wait.  The timer throws
 # ``TimeoutError`` into the greenlet only while it waits on this socket.
 # Method names and semantics are the standard socket's (recv, sendall,
-# settimeout ...), so the blocking connection code runs on it unchanged.
+# settimeout, sendfile ...), so the blocking connection code runs on it
+# unchanged; sendfile is os.sendfile waiting on the write watcher at EAGAIN.
 from __future__ import annotations
 
 import _socket
@@ -27,6 +28,12 @@ from gevent import get_hub
 from greenlet import getcurrent
 
 _EAGAIN = (BlockingIOError, InterruptedError)
+#: Bytes per os.sendfile call at most (each returns once the socket buffer is full).
+_SENDFILE_BLOCK = 1 << 30
+#: The sockets os.sendfile may write to directly (an ssl.SSLSocket may not).
+_PLAIN = (_socket.socket, socket.socket)
+#: What os.sendfile fails with when it cannot copy this file to this socket.
+_NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK})
 
 
 class GreenSocket:
@@ -129,6 +136,48 @@ class GreenSocket:
             except _EAGAIN:
                 pass
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """Send ``count`` bytes of ``file`` from ``offset`` (None: to its end)
+        with os.sendfile, waiting for writability cooperatively (the timeout
+        applies to each wait); returns the bytes sent, fewer when the file
+        ends first.  Where sendfile cannot be used (no descriptor, a file or
+        system that refuses it, a socket that is not plain TCP -- TLS encrypts
+        in its sendall) the bytes are read and sent instead."""
+        try:
+            in_fd, copy = file.fileno(), os.sendfile
+        except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
+            return self._send_by_reads(file, offset, count)
+        if type(self._sock) not in _PLAIN:
+            return self._send_by_reads(file, offset, count)
+        out_fd = self._sock.fileno()
+        total = 0
+        while count is None or total < count:
+            size = _SENDFILE_BLOCK if count is None else min(count - total, _SENDFILE_BLOCK)
+            try:
+                sent = copy(out_fd, in_fd, offset + total, size)
+            except _EAGAIN:
+                self._wait(self._write)
+                continue
+            except OSError as exc:
+                if total or exc.errno not in _NO_SENDFILE:
+                    raise
+                return self._send_by_reads(file, offset, count)
+            if not sent:
+                break  # the end of the file
+            total += sent
+        return total
+
+    def _send_by_reads(self, file: Any, offset: int, count: int | None) -> int:
+        file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            block = file.read(65536 if count is None else min(65536, count - total))
+            if not block:
+                break
+            self.sendall(block)
+            total += len(block)
+        return total
+
     def readable(self) -> bool:
         """Whether bytes or EOF wait unread (never blocks)."""
         if self._poll is not None:
@@ -182,6 +231,23 @@ class GreenSocket:
     @property
     def closed(self) -> bool:
         return self._sock.fileno() < 0
+
+    def detach(self) -> socket.socket:
+        """Hand the connection over (gservers.net.tls wraps it for TLS): the
+        watchers and the timer are closed and this wrapper is left closed;
+        the descriptor comes back as a stdlib socket, still non-blocking.
+        Only between waits."""
+        self._poll = None
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
+        for watcher in (self._read, self._write):
+            watcher.stop()
+            watcher.close()
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, self._sock.detach())
+        sock.setblocking(False)
+        return sock
 
     # -- waiting -------------------------------------------------------------
     def _wait(self, watcher: Any) -> None:

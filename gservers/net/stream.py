@@ -7,10 +7,11 @@
 # for free.  Deadlines: ``keepalive_timeout`` while idle (then the stream
 # ends), ``header_timeout`` for a whole head and for each pause inside a body
 # (then RequestTimeout, a 408).  Answers go out framed by
-# gservers.http.responses; after an error the connection closes without
-# resetting what was just sent.
+# gservers.http.responses, a file body by the socket's sendfile (send_file);
+# after an error the connection closes without resetting what was just sent.
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import time
@@ -35,18 +36,40 @@ class StillIdle(Exception):
 
 def send_response(sock: Any, response: Response, head: Head | None, keep_alive: bool,
                   server: bytes = SERVER) -> None:
-    """Write ``response`` (no body for HEAD requests); stream a file body."""
+    """Write ``response`` (no body for HEAD requests); a file body with send_file."""
     data = frame(response, head, keep_alive, server)
     with_body = head is None or head.method != b"HEAD"
-    if response.path is None:
+    if response.path is None or not with_body:
         sock.sendall(data + response.body if with_body else data)
         return
-    sock.sendall(data)
-    if with_body:
+    with open(response.path, "rb") as fh:  # before the head: a vanished file sends nothing
+        sock.sendall(data)
         set_nodelay(sock)  # several writes: no Nagle wait on the last small one
-        with open(response.path, "rb") as fh:
-            while block := fh.read(RECV_SIZE):
-                sock.sendall(block)
+        send_file(sock, fh, response.offset, response.count)
+
+def send_file(sock: Any, fh: Any, offset: int = 0, count: int | None = None) -> None:
+    """Send ``count`` bytes of the open file ``fh`` from ``offset`` (None: to
+    its end) with the socket's ``sendfile`` -- os.sendfile, the kernel copying
+    from the page cache; cooperative on a GreenSocket, the standard socket's
+    in a thread -- or by reads where the socket has none.  Raises OSError
+    when the file ends first: the response is cut short and the connection
+    must close."""
+    if count == 0:
+        return
+    sendfile = getattr(sock, "sendfile", None)
+    if sendfile is not None:
+        sent = sendfile(fh, offset, count)
+    else:
+        fh.seek(offset)
+        sent = 0
+        while count is None or sent < count:
+            block = fh.read(RECV_SIZE if count is None else min(RECV_SIZE, count - sent))
+            if not block:
+                break
+            sock.sendall(block)
+            sent += len(block)
+    if count is not None and sent < count:
+        raise OSError(errno.EIO, "the file shrank while it was sent")
 
 def reject(sock: Any, error: HttpError, server: bytes = SERVER) -> None:
     """Answer ``error`` and close gently (the caller closes the socket)."""
