@@ -19,6 +19,7 @@ from gservers.http.messages import (
     Rejected,
 )
 from gservers.http.parser import RequestParser, ResponseParser
+from gservers.http.targets import check_target, origin_form
 from gservers.http.writers import (
     LAST_CHUNK,
     chunk,
@@ -31,6 +32,6 @@ from gservers.http.writers import (
 
 __all__ = [
     "END", "HOP_BY_HOP", "LAST_CHUNK", "Data", "End", "Event", "Head", "Headers", "HttpError",
-    "Limits", "Rejected", "RequestParser", "ResponseParser", "chunk", "has_body", "http_date",
-    "request_head", "response_head", "status_line",
+    "Limits", "Rejected", "RequestParser", "ResponseParser", "check_target", "chunk", "has_body",
+    "http_date", "origin_form", "request_head", "response_head", "status_line",
 ]

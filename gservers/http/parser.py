@@ -8,9 +8,11 @@
 # pure-Python parser such as h11 (scripts/bench_parser.py measures it).
 # What llhttp leaves to us we check here, once, when a head completes: the
 # size limits (414, 431), the versions we speak (505), the transfer codings
-# we implement (501), and Host on HTTP/1.1 (400).  Every error carries the
-# status a server should answer with; after an error the parser is dead and
-# the connection must close.
+# we implement (501), Host on HTTP/1.1 (400), the request-target (400,
+# gservers.http.targets).  llhttp refuses BWS in chunk extensions, so
+# RequestParser feeds it bytes cut and re-stated by gservers.http.chunked.
+# Every error carries the status a server should answer with; after an
+# error the parser is dead and the connection must close.
 from __future__ import annotations
 
 import re
@@ -18,7 +20,9 @@ from typing import Any
 
 import httptools
 
+from gservers.http.chunked import Cuts
 from gservers.http.messages import END, Data, End, Event, Head, HttpError, Limits, Rejected
+from gservers.http.targets import CHECKED, check_target
 
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 #: Headers the parser takes note of as they go by.
@@ -244,6 +248,26 @@ class RequestParser(_Parser):
     """Parses a stream of (possibly pipelined) HTTP/1.x requests."""
 
     _kind = httptools.HttpRequestParser
+    _cuts: Cuts | None = None  # while bytes must be cut: a split head, a body, pipelining
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse ``data``; return the events it completes (see _Parser.feed)."""
+        if self._cuts is None and not self._in_head and data.find(b"\r\n\r\n") == len(data) - 4:
+            return _Parser.feed(self, data)  # one whole head: nothing to cut
+        events: list[Event] = []
+        while data and not self.dead:
+            cuts = self._cuts
+            if cuts is None:
+                cuts = self._cuts = Cuts(self._max_head)
+            data, rest = cuts.piece(data, self._in_head)
+            events += _Parser.feed(self, data)
+            if cuts.error is not None and not self.dead:  # a malformed chunked body
+                self.dead = True
+                events.append(Rejected(cuts.error))
+            data = rest
+        if self._cuts is not None and self._cuts.idle and not self._in_head:
+            self._cuts = None
+        return events
 
     def _new(self) -> Any:
         parser = self._kind(self)
@@ -265,13 +289,19 @@ class RequestParser(_Parser):
             raise HttpError(400, "exactly one Host header is required")
         if hosts and not _HOST.match(self._host):
             raise HttpError(400, "invalid Host header")
+        method, target = p.get_method(), b"".join(self._target)
+        if method == b"CONNECT" or target not in CHECKED:  # most targets come again
+            check_target(method, target)
         chunked, length = self._framing() if self._framing_headers else (False, None)
         # HTTP/1.0 has no chunked coding: answer, then close (RFC 9112 6.1).
         keep_alive = p.should_keep_alive() and not (chunked and version == "1.0")
         self._events.append(Head(
-            p.get_method(), b"".join(self._target), 0, version, tuple(self._headers),
+            method, target, 0, version, tuple(self._headers),
             keep_alive, chunked, length, tuple(self._connection),
         ))
+        if chunked or length:  # a body follows: fed apart (gservers.http.chunked)
+            self._cuts = self._cuts or Cuts(self._max_head)
+            self._cuts.body(chunked, length)
 
 
 class ResponseParser(_Parser):
@@ -288,17 +318,24 @@ class ResponseParser(_Parser):
 
     _kind = httptools.HttpResponseParser
 
-    def __init__(self, method: bytes = b"GET", limits: Limits = Limits()) -> None:
+    def __init__(self, method: bytes = b"GET", limits: Limits = Limits(),
+                 upgrade: bool = False) -> None:
         super().__init__(limits)
         self._head_only = method == b"HEAD"
         self._until_close = False
+        self._upgrade = upgrade
         self.status = 0
+        #: After a 101 to a request that asked to upgrade: the bytes that came
+        #: after its head (the new protocol's first); the parser is then done.
+        self.tunnel: bytes | None = None
 
-    def expect(self, method: bytes) -> None:
+    def expect(self, method: bytes, upgrade: bool = False) -> None:
         """Parse the next response, to a request made with ``method``
-        (only after a keep-alive response ended, not dead)."""
+        (only after a keep-alive response ended, not dead); ``upgrade``: the
+        request asked to switch protocols, so a 101 is its answer."""
         self._head_only = method == b"HEAD"
         self._until_close = False
+        self._upgrade = upgrade
         self.status = 0
 
     def on_url(self, part: bytes) -> None:  # pragma: no cover - llhttp never calls it
@@ -313,10 +350,13 @@ class ResponseParser(_Parser):
         self.status = status = p.get_status_code()
         if status < 200:
             # An interim response (100, 103...): no body; llhttp then parses
-            # the next response on the same stream.  101 would switch
-            # protocols, which we never ask for.
-            if status == 101:
+            # the next response on the same stream.  A 101 switches protocols:
+            # the answer to a request that asked to upgrade (then the head
+            # and an End come, and _upgraded keeps what follows), else wrong.
+            if status == 101 and not self._upgrade:
                 raise HttpError(502, "unexpected 101 Switching Protocols")
+            if status == 101 and b"upgrade" not in self._connection:  # RFC 9110 7.8
+                raise HttpError(502, "101 Switching Protocols without Connection: upgrade")
             self._events.append(Head(b"", b"", status, version, tuple(self._headers),
                                      True, False, None, tuple(self._connection)))
             return
@@ -334,6 +374,17 @@ class ResponseParser(_Parser):
             self._events.append(END)
             self.dead = True
             raise _HeadOnly()
+
+    def _upgraded(self, data: bytes, offset: int) -> list[Event]:
+        """llhttp stopped after a 101 head: the rest of ``data`` is the new
+        protocol's, kept in ``tunnel``; this parser is done."""
+        if self.status != 101 or not self._upgrade:  # pragma: no cover - llhttp pauses on 101 only
+            self._fail(HttpError(502, "unexpected protocol switch"))
+            return self._events
+        self.tunnel = data[offset:]
+        self.dead = True
+        self._in_message = False
+        return self._events
 
     def _fail(self, error: HttpError) -> None:
         if isinstance(error, _HeadOnly):

@@ -274,6 +274,62 @@ def test_options_allow(backend: Server, target: str) -> None:
     assert_exact(replies, raw)
 
 
+# -- request-targets (RFC 9112 3.2) and chunk extensions (7.1.1) -------------
+
+@pytest.mark.parametrize("method, target", [
+    ("GET", "*"), ("POST", "*"), ("GET", "example.com:80"), ("OPTIONS", "example.com:80"),
+    ("GET", "foo"), ("GET", "/a<b"), ("GET", "/a<b>"), ("GET", '/a"b'), ("GET", "/a\\b"),
+    ("GET", "/page.html#top"), ("GET", "/page%zz.html"), ("GET", "/page.html%4"),
+    ("GET", "http://user@localhost/page.html"), ("GET", "ftp://localhost/page.html"),
+    ("CONNECT", "/page.html"),
+])
+def test_bad_request_target_400_then_close(backend: Server, method: str, target: str) -> None:
+    # The pipelined request behind it is never answered: the connection closes.
+    (reply,), raw = roundtrip(backend, get(target, "Content-Length: 0", method=method)
+                              + close("/health"), [method.encode()])
+    assert (reply.status, reply.header("Connection")) == (400, b"close")
+    assert_exact([reply], raw)
+
+
+@pytest.mark.parametrize("target", [
+    "http://localhost/page.html", "HTTPS://other.test:8443/page.html", "//page.html",
+    "/%70age.html?a=1&b=/?:@!$'()*+,;=",
+])
+def test_absolute_and_origin_form_served(backend: Server, target: str) -> None:
+    replies, raw = roundtrip(backend, get(target) + close("/health"), [b"GET", b"GET"])
+    assert (replies[0].status, replies[0].body) == (200, site("page.html"))
+    assert replies[1].status == 200
+    assert_exact(replies, raw)
+
+
+def test_connect_authority_form_still_405(backend: Server) -> None:
+    replies, raw = roundtrip(backend, get("localhost:80", method="CONNECT") + close("/health"),
+                             [b"CONNECT", b"GET"])
+    assert [r.status for r in replies] == [405, 200]
+    assert_exact(replies, raw)
+
+
+def test_chunk_extensions_with_bws_accepted(backend: Server) -> None:
+    body = (b"5 ; name = value\r\nhello\r\n6\t;\tq = \"x; y\" ; flag\r\n world\r\n"
+            b"0 ; last\r\nTrailer: x\r\n\r\n")
+    data = get("/form", "Transfer-Encoding: chunked", method="POST", body=body)
+    replies, raw = roundtrip(backend, data + close("/health"), [b"POST", b"GET"])
+    assert [(r.status, r.body) for r in replies] == [(200, b"OK\n"), (200, b"ok\n")]
+    assert_exact(replies, raw)
+
+
+@pytest.mark.parametrize("body", [
+    b"5\r\nhello\r\n0 \r\n\r\n", b"5 \r\nhello\r\n0\r\n\r\n", b"5;a=b \r\nhello\r\n0\r\n\r\n",
+    b"5;a=\r\nhello\r\n0\r\n\r\n", b"x\r\nhello\r\n0\r\n\r\n", b"5 ; a = b\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello0\r\n\r\n", b"10000000000000000\r\nhello\r\n0\r\n\r\n",
+])
+def test_malformed_chunk_size_line_400_then_close(backend: Server, body: bytes) -> None:
+    data = get("/form", "Transfer-Encoding: chunked", method="POST", body=body)
+    (reply,), raw = roundtrip(backend, data + close("/health"), [b"POST"])
+    assert (reply.status, reply.header("Connection")) == (400, b"close")
+    assert_exact([reply], raw)
+
+
 # -- nothing outside the document root ----------------------------------------
 
 @pytest.mark.parametrize("target", ["/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",

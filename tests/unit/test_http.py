@@ -39,13 +39,17 @@ from gservers.http import (
     Rejected,
     RequestParser,
     ResponseParser,
+    check_target,
     chunk,
     has_body,
     http_date,
+    origin_form,
     request_head,
     response_head,
     status_line,
+    targets,
 )
+from gservers.http.chunked import MAX_LINE, Cuts
 from tests.corpus import CASES, SPLIT_ALL_UP_TO, SPLIT_SAMPLES, Case
 
 
@@ -235,6 +239,112 @@ def test_asterisk_form_target() -> None:
     assert (head.method, head.target) == (b"OPTIONS", b"*")
 
 
+# -- request-targets (RFC 9112 3.2, RFC 3986) ------------------------------------------
+
+def every_way(data: bytes) -> list[Norm]:
+    """The events of ``data`` fed whole, which must equal those fed one byte at
+    a time and in two pieces split at every position."""
+    expected = normalize(feed_all(data))
+    assert normalize(feed_bytewise(data)) == expected, "one byte at a time"
+    for at in split_positions(len(data)):
+        got = normalize(feed_pieces(RequestParser(), [data[:at], data[at:]]))
+        assert got == expected, f"split at {at}"
+    return expected
+
+
+def request_line(method: bytes, target: bytes) -> bytes:
+    return b"%s %s HTTP/1.1\r\nHost: h\r\n\r\n" % (method, target)
+
+
+ACCEPTED_TARGETS = [
+    (b"GET", b"/"), (b"GET", b"//x"), (b"GET", b"/a//b/"), (b"GET", b"/a%41%7e?q=a/b?c&d=%7E"),
+    (b"GET", b"/:@!$&'()*+,;=-._~?:@!$&'()*+,;=-._~/?"), (b"OPTIONS", b"*"),
+    (b"OPTIONS", b"/x"), (b"GET", b"http://example.com/page.html"),
+    (b"GET", b"HTTPS://Example.COM:8443/p?q"), (b"GET", b"http://[::1]:8080/"),
+    (b"GET", b"http://example.com"), (b"GET", b"http://example.com?x"),
+    (b"GET", b"http://ex%41mple.com:/"), (b"CONNECT", b"example.com:443"),
+    (b"CONNECT", b"[::1]:443"),
+    # RFC 3986 leaves these out, but browsers send them unescaped (WHATWG URL): taken
+    *[(b"GET", b"/a%cb" % c) for c in b"{}|^`[]"],
+    *[(b"GET", b"/a?q=%cb" % c) for c in b"{}|^`[]"], (b"GET", b"/api?f[]=1&j={%22a%22:1}"),
+]
+#: Characters refused in a path and a query that llhttp lets through: those RFC 3986
+#: leaves out and browsers always escape, the backslash, and "#".
+OUTSIDE_RFC3986 = b'<>"\\#'
+REFUSED_TARGETS = [
+    (b"GET", b"*"), (b"HEAD", b"*"), (b"POST", b"*"), (b"OPTIONS", b"*x"), (b"OPTIONS", b"**"),
+    (b"GET", b"example.com:80"), (b"OPTIONS", b"example.com:80"), (b"GET", b"foo"),
+    (b"GET", b"?x"), (b"CONNECT", b"/"), (b"CONNECT", b"*"), (b"CONNECT", b"example.com"),
+    (b"CONNECT", b"example.com:"), (b"CONNECT", b"http://example.com/"),
+    (b"GET", b"/%"), (b"GET", b"/%4"), (b"GET", b"/%zz"), (b"GET", b"/?q=%g0"),
+    (b"GET", b"/a%4g"), (b"GET", b"http://user@example.com/"), (b"GET", b"http:///x"),
+    (b"GET", b"http://:80/x"), (b"GET", b"ftp://example.com/x"), (b"GET", b"http://h/a<b"),
+    (b"GET", b"http://h%zz/"), (b"GET", b"http://h:8x/"), (b"GET", b"http://h#f"),
+    *[(b"GET", b"/a%cb" % c) for c in OUTSIDE_RFC3986],
+    *[(b"GET", b"/a?q=%cb" % c) for c in OUTSIDE_RFC3986],
+]
+
+
+@pytest.mark.parametrize("method, target", ACCEPTED_TARGETS)
+def test_request_target_accepted(method: bytes, target: bytes) -> None:
+    events = every_way(request_line(method, target))
+    assert [e[:3] for e in events if e[0] == "head"] == [("head", method, target)]
+    assert events[-1] == ("end",)
+
+
+@pytest.mark.parametrize("method, target", REFUSED_TARGETS)
+def test_request_target_refused(method: bytes, target: bytes) -> None:
+    assert every_way(request_line(method, target)) == [("rejected", 400)]
+    error = only(feed_all(request_line(method, target)), Rejected)[0].error
+    assert 0 < len(error.reason) < 60
+
+
+def test_checked_targets_are_remembered_for_every_method_but_connect() -> None:
+    assert every_way(request_line(b"GET", b"/remembered"))[-1] == ("end",)
+    assert b"/remembered" in targets.CHECKED
+    assert every_way(request_line(b"CONNECT", b"/remembered")) == [("rejected", 400)]
+    assert every_way(request_line(b"OPTIONS", b"/remembered"))[-1] == ("end",)
+
+
+def test_checked_targets_are_bounded() -> None:
+    for i in range(targets.CHECKED_MAX + 10):
+        check_target(b"GET", b"/n%d" % i)
+    assert 0 < len(targets.CHECKED) <= targets.CHECKED_MAX
+    long = b"/" + b"a" * targets.CHECKED_LONGEST
+    check_target(b"GET", long)
+    assert long not in targets.CHECKED
+    check_target(b"GET", long[:-1])
+    assert long[:-1] in targets.CHECKED
+
+
+@pytest.mark.parametrize("method, target, reason", [
+    (b"GET", b"*", "asterisk-form is only for OPTIONS"),
+    (b"CONNECT", b"/", "CONNECT needs a host:port target"),
+    (b"GET", b"/a<b>", "invalid character in request-target"),
+    (b"GET", b"http://u@h/", "userinfo in request-target"),
+])
+def test_request_target_reasons(method: bytes, target: bytes, reason: str) -> None:
+    assert only(feed_all(request_line(method, target)), Rejected)[0].error.reason == reason
+
+
+@pytest.mark.parametrize("method, target, want", [
+    (b"GET", b"/p?q", (b"/p?q", None)),
+    (b"GET", b"//x", (b"//x", None)),
+    (b"GET", b"http://example.com/page.html", (b"/page.html", b"example.com")),
+    (b"GET", b"HTTPS://Example.com:8443/a?b", (b"/a?b", b"Example.com:8443")),
+    (b"GET", b"http://example.com", (b"/", b"example.com")),
+    (b"GET", b"http://example.com?x=1", (b"/?x=1", b"example.com")),
+    (b"GET", b"http://[::1]:8080//x", (b"//x", b"[::1]:8080")),
+    (b"OPTIONS", b"http://example.com", (b"*", b"example.com")),
+    (b"OPTIONS", b"http://example.com?x", (b"/?x", b"example.com")),
+    (b"OPTIONS", b"*", (b"*", None)),
+    (b"CONNECT", b"example.com:443", (b"example.com:443", None)),
+])
+def test_origin_form(method: bytes, target: bytes, want: tuple[bytes, bytes | None]) -> None:
+    check_target(method, target)  # every case is a target the parser accepts
+    assert origin_form(method, target) == want
+
+
 def test_field_value_leading_ows_stripped() -> None:
     assert one_head(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: \t v\r\n\r\n").get(b"x-a") == b"v"
 
@@ -308,6 +418,88 @@ def test_http10_transfer_encoding_is_not_keep_alive() -> None:
             b"0\r\n\r\n")
     events = feed_all(data)
     assert only(events, Rejected) or not only(events, Head)[0].keep_alive
+
+
+# -- chunk-size lines (RFC 9112 7.1, 7.1.1) --------------------------------------------
+
+CHUNKED = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+BWS_LINES = [
+    b"5 ;a=b", b"5; a=b", b"5;a =b", b"5;a= b", b"5 ; name = value", b"5\t;\tname\t=\tvalue",
+    b'5 ; q = "x; y\\"z"', b"5 ; a ; b = c ;d", b"5;a", b"5;a=b", b"005 ;  a  =  b",
+]
+
+
+@pytest.mark.parametrize("line", BWS_LINES)
+def test_chunk_extensions_with_bws_accepted_and_dropped(line: bytes) -> None:
+    data = CHUNKED + line + b"\r\nhello\r\n1 ; x = y\r\n!\r\n0 ; last = 1\r\nX-T: t\r\n\r\n"
+    plain = CHUNKED + b"5\r\nhello\r\n1\r\n!\r\n0\r\nX-T: t\r\n\r\n"
+    events = every_way(data + NEXT)
+    assert events == every_way(plain + NEXT)
+    assert events[1:3] == [("data", b"hello!"), ("end",)]
+
+
+HELLO = b"hello\r\n0\r\n\r\n"  #: what follows a first chunk-size line of 5
+REFUSED_CHUNK_LINES = [
+    b"5 \r\n" + HELLO, b"5\t\r\n" + HELLO, b"5\r\nhello\r\n0 \r\n\r\n", b" 5\r\n" + HELLO,
+    b"5;a=b \r\n" + HELLO, b"5;a \r\n" + HELLO, b"5 ;\r\n" + HELLO, b"5;\r\n" + HELLO,
+    b"5;a=\r\n" + HELLO, b"5;=b\r\n" + HELLO, b'5;a="x\r\n' + HELLO, b"5;a=b c\r\n" + HELLO,
+    b"5;a{=b\r\n" + HELLO, b"g\r\n" + HELLO, b"0x5\r\n" + HELLO, b"+5\r\n" + HELLO,
+    b"5_0\r\n" + HELLO, b"\r\n" + HELLO, b"5\n" + HELLO, b"5 ; a = b\n" + HELLO,
+    b"5;a=b\rc\r\n" + HELLO, b"5\r\nhello\r\n0\n\r\n", b"10000000000000000\r\n" + HELLO,
+]
+
+
+@pytest.mark.parametrize("body", REFUSED_CHUNK_LINES)
+def test_malformed_chunk_size_line_refused(body: bytes) -> None:
+    events = every_way(CHUNKED + body + NEXT)
+    assert events[-1] == ("rejected", 400)
+    assert [e for e in events if e[0] == "head"] == events[:1]  # never the next request
+
+
+def test_chunk_size_line_length_limit() -> None:
+    line = b"5;" + b"a" * (MAX_LINE - 4) + b"\r\n"
+    assert len(line) == MAX_LINE
+    assert normalize(feed_all(CHUNKED + line + b"hello\r\n0\r\n\r\n"))[1:] == \
+        [("data", b"hello"), ("end",)]
+    longer = CHUNKED + b"5;a" + line[2:] + b"hello\r\n0\r\n\r\n"
+    assert normalize(feed_all(longer))[-1] == ("rejected", 400)
+    # An unending line is refused once it passes the limit, not buffered on.
+    parser = RequestParser()
+    parser.feed(CHUNKED + b"5;")
+    events = parser.feed(b"a" * MAX_LINE)
+    assert [r.error.reason for r in only(events, Rejected)] == ["chunk size line too long"]
+
+
+def test_unending_trailer_section_is_431() -> None:
+    parser = RequestParser()
+    parser.feed(CHUNKED + b"0\r\nX-T: ")
+    events = feed_pieces(parser, [b"a" * 1024] * (Limits().max_head // 1024 + 1))
+    assert [r.error.status for r in only(events, Rejected)] == [431]
+
+
+def test_content_length_body_is_one_piece() -> None:
+    """A body of known length goes to llhttp whole: never searched for a
+    head's end, so a body full of blank lines costs no more than another."""
+    cuts = Cuts(Limits().max_head)
+    body = b"\r\n\r\n" * 1000
+    head = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body)
+    assert cuts.piece(head + body, False) == (head, body)
+    cuts.body(False, len(body))
+    assert cuts.piece(body[:10], False) == (body[:10], b"")
+    assert cuts.piece(body[10:] + NEXT, False) == (body[10:], NEXT)
+    assert cuts.piece(NEXT, False) == (NEXT, b"")
+
+
+def test_body_that_looks_like_requests_stays_a_body() -> None:
+    """The cuts follow the framing: a head inside a body is data."""
+    inner = b"\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n0 ; a = b\r\n\r\n"
+    chunked = CHUNKED + b"%x ; a = b\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+    sized = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s" % (len(inner), inner)
+    for data in (chunked + sized + NEXT, sized + chunked + NEXT):
+        events = every_way(data)
+        assert [e[2] for e in events if e[0] == "head"] == [b"/", b"/", b"/next"]
+        assert [e[1] for e in events if e[0] == "data"] == [inner, inner]
 
 
 # -- limits --------------------------------------------------------------------------
