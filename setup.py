@@ -25,7 +25,7 @@ setup(
         "loadtest": ["locust>=2.30", "matplotlib>=3.8"],
         # The test suite and its lint step (scripts/test installs both extras).
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "h11>=0.14",
-                 "ruff>=0.6"],
+                 "ruff>=0.6", "websockets>=12", "trustme>=1.1"],
     },
     entry_points={
         "console_scripts": [

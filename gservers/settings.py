@@ -127,6 +127,13 @@ def _read_toml(cls: type, path: str) -> dict[str, Any]:
 
 # -- value parsers shared by the programs ----------------------------------
 
+def boolean(value: Any) -> bool:
+    """true or false (a TOML boolean, or the flag / --no-flag pair)."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError("expected true or false")
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("not a whole number")

@@ -5,7 +5,9 @@
 # value ends in one line and exit code 2.  With ``--workers 1`` this process
 # is the worker; with more it becomes the supervisor, and each worker it
 # starts runs this same module with the same arguments (told by environment
-# which port the supervisor reserved and where to report ready).
+# which port the supervisor reserved and where to report ready).  The TLS
+# files are loaded here once before anything starts, so a bad certificate,
+# key or CA file is one line naming it (and exit 2), not a worker that dies.
 from __future__ import annotations
 
 import logging
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         + " %(levelname)s %(message)s")
     raise_nofile_limit()
     try:
+        if worker_index is None:
+            _check_tls(config)
         if config.workers > 1 and worker_index is None:
             from lb.workers import Supervisor
             return Supervisor(config, argv).run()
@@ -69,6 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a backend name that does not resolve
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _check_tls(config: LBConfig) -> None:
+    """Load the TLS files the settings name (raises ValueError naming the one
+    at fault); warn loudly when backends' certificates go unchecked."""
+    from gservers.net.tls import server_context
+    from lb.upstream import backend_context
+    if config.certfile:
+        server_context(config.certfile, config.keyfile)
+    if any(b.tls for b in config.backend):
+        backend_context(config.backend_ca, not config.backend_insecure)
+        if config.backend_insecure:
+            logging.getLogger("lb").warning(
+                "--backend-insecure: the certificates of https:// backends are NOT verified; "
+                "anyone on the network path can pose as a backend")
 
 
 def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: bool) -> int:

@@ -34,6 +34,8 @@ def snapshot(proxy: Proxy, backends: Backends) -> dict[str, Any]:
             "responses": {str(k): v for k, v in sorted(stats.responses.items())},
             "retries": stats.retries,
             "client_connections": stats.client_connections,
+            "tunnels": stats.tunnels_open,
+            "tunnels_total": stats.tunnels,
             # Read here, when asked, not counted per request: parked client
             # connections (no greenlet), and the greenlets running calls now.
             "parked": len(proxy.parked),
@@ -78,6 +80,11 @@ class _Collector:
                                 value=totals["parked"])
         yield GaugeMetricFamily("gservers_lb_greenlets", "greenlets of the worker's pool in use",
                                 value=totals["greenlets"])
+        yield GaugeMetricFamily("gservers_lb_open_tunnels",
+                                "upgraded connections (WebSocket...) open now",
+                                value=totals["tunnels"])
+        yield CounterMetricFamily("gservers_lb_tunnels", "upgraded connections, in all",
+                                  value=totals["tunnels_total"])
         per = {
             "requests": CounterMetricFamily("gservers_lb_backend_requests",
                                             "requests sent to the backend", labels=["backend"]),

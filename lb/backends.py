@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 
 from lb.config import Address, LBConfig
 from lb.policies import Policy, make
-from lb.upstream import UpstreamPool
+from lb.upstream import UpstreamPool, backend_context
 
 log = logging.getLogger("lb.backends")
 
@@ -34,6 +35,11 @@ def resolve(where: Address) -> tuple[int, tuple]:
     return info[0], info[4]
 
 
+def _tls(where: Address, config: LBConfig) -> ssl.SSLContext | None:
+    """The TLS client context for an https:// backend, None for http."""
+    return backend_context(config.backend_ca, not config.backend_insecure) if where.tls else None
+
+
 class BackendState:
     """One backend: address, pool, health, counters."""
 
@@ -44,7 +50,7 @@ class BackendState:
         family, sockaddr = resolve(where)
         self.pool = UpstreamPool(family, sockaddr, config.pool_size, config.pool_idle_timeout,
                                  config.connect_timeout, config.max_per_backend,
-                                 config.response_timeout)
+                                 config.response_timeout, _tls(where, config), where.host)
         self.in_flight = 0
         self.healthy = True
         self.ejected_until = 0.0
@@ -116,11 +122,14 @@ class Backends:
         self.states: list[BackendState] = []
         for where in config.backend:
             state = known.get((where.host, where.port))
-            if state is None or state.weight != where.weight:
+            if state is None or state.address != where:  # weight or scheme changed
                 state = BackendState(where, config)
+            elif where.tls:  # a new --backend-ca counts for its new connections
+                state.pool.context = _tls(where, config)
             self.states.append(state)
         self.policy: Policy = make(config.policy, self.states)
         self.eject_failures = config.eject_failures
+        self.fail_on_5xx = config.fail_on_5xx
         self.eject_time = config.eject_time
         self._usable: list[BackendState] = list(self.states)
         self._recheck_at = float("inf")
@@ -147,10 +156,16 @@ class Backends:
             return None
         return self.policy.pick(usable, key)  # type: ignore[return-value]
 
-    def succeeded(self, state: BackendState, latency: float) -> None:
-        """A request got a whole response from ``state``."""
-        state.consecutive_failures = 0
-        state.latencies.append(latency)
+    def answered(self, state: BackendState, status: int, latency: float) -> None:
+        """``state`` gave a whole response with ``status``: a 5xx counts as its
+        failure (unless --no-fail-on-5xx), anything else as a success (a 4xx
+        is the client's business)."""
+        if status >= 500 and self.fail_on_5xx:
+            state.latencies.append(latency)
+            self.failed(state, f"answered {status}")
+        else:
+            state.consecutive_failures = 0
+            state.latencies.append(latency)
 
     def failed(self, state: BackendState, why: str) -> None:
         """A request failed at ``state``: count it, eject it if it keeps failing."""

@@ -13,6 +13,8 @@ from typing import Any
 
 from gservers.settings import (
     backlog_setting,
+    boolean,
+    choice,
     fraction,
     grace_setting,
     header_timeout_setting,
@@ -23,6 +25,7 @@ from gservers.settings import (
     seconds,
     setting,
 )
+from lb.hashkey import HashKey, hash_key
 from lb.policies import POLICIES
 
 _ADDRESS = re.compile(
@@ -31,11 +34,13 @@ _ADDRESS = re.compile(
 
 @dataclass(frozen=True)
 class Address:
-    """A host and port; ``weight`` matters only for backends."""
+    """A host and port; ``weight`` and ``tls`` (an https:// backend) matter
+    only for backends."""
 
     host: str
     port: int
     weight: int = 1
+    tls: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -54,8 +59,14 @@ def address(value: Any) -> Address:
 
 
 def backend_address(value: Any) -> Address:
-    """``HOST:PORT[=WEIGHT]``, weight a whole number >= 1."""
+    """``[http://|https://]HOST:PORT[=WEIGHT]``, weight a whole number >= 1;
+    https:// makes the connections to it TLS."""
     text = str(value).strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() not in ("http", "https"):
+            raise ValueError("a backend URL starts http:// or https://")
+        text = rest
     weight = 1
     if "=" in text:
         text, _, raw = text.rpartition("=")
@@ -68,7 +79,18 @@ def backend_address(value: Any) -> Address:
     where = address(text)
     if where.port == 0:
         raise ValueError("a backend needs a real port")
-    return Address(where.host, where.port, weight)
+    return Address(where.host, where.port, weight, sep != "" and scheme.lower() == "https")
+
+
+def readable_file(value: Any) -> str:
+    """The path of a file this process can read."""
+    path = str(value)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
+    return path
 
 
 def optional_address(value: Any) -> Address | None:
@@ -96,10 +118,15 @@ class LBConfig:
     listen: Address = setting(Address("127.0.0.1", 44444), "address to listen on",
                               parse=address, metavar="HOST:PORT")
     backend: tuple[Address, ...] = setting(
-        DEFAULT_BACKENDS, "a backend, HOST:PORT[=WEIGHT]; repeat the flag for each one "
-        "(replaces the defaults)", parse=backend_address, metavar="HOST:PORT[=W]", repeat=True)
+        DEFAULT_BACKENDS, "a backend, [https://]HOST:PORT[=WEIGHT] (https:// for TLS to it); "
+        "repeat the flag for each one (replaces the defaults)", parse=backend_address,
+        metavar="[https://]HOST:PORT[=W]", repeat=True)
     policy: str = setting("round_robin", "balancing policy: " + ", ".join(sorted(POLICIES)),
                           parse=policy_name, metavar="NAME")
+    hash_key: HashKey = setting(HashKey(), "what consistent_hash hashes on: client (its "
+                                "address), header:NAME, cookie:NAME, uri (path and query) or "
+                                "path; a request without it falls back to client",
+                                parse=hash_key, metavar="KEY")
     workers: int = setting(1, "worker processes sharing the port (SO_REUSEPORT)",
                            parse=positive_int, metavar="N")
     max_connections: int = setting(10000, "client connections served at once per worker; "
@@ -143,14 +170,35 @@ class LBConfig:
                                   parse=positive_int, metavar="N")
     eject_time: float = setting(5.0, "seconds an ejected backend is left out", parse=seconds,
                                 metavar="SECONDS")
+    fail_on_5xx: bool = setting(True, "count a backend's 5xx answer as its failure (towards "
+                                "ejection); a 4xx is the client's business and never counts",
+                                parse=boolean)
+    tunnel_timeout: float = setting(3600.0, "seconds an upgraded connection (WebSocket and "
+                                    "the like) may stay idle in both directions before it is "
+                                    "closed", parse=seconds, metavar="SECONDS")
     max_body_buffer: int = setting(65536, "request bodies up to this size are buffered, so "
                                    "the request can be retried; larger ones are streamed",
                                    parse=non_negative_int, metavar="BYTES")
+    certfile: str | None = setting(None, "PEM certificate chain (and key): the listener "
+                                   "speaks TLS (HTTPS) with it; None: plain HTTP",
+                                   parse=readable_file, metavar="PEM")
+    keyfile: str | None = setting(None, "PEM private key for --certfile; None: the key is "
+                                  "in the certificate file", parse=readable_file, metavar="PEM")
+    handshake_timeout: float = setting(10.0, "seconds a client has to complete the TLS "
+                                       "handshake", parse=seconds, metavar="SECONDS")
+    backend_ca: str | None = setting(None, "PEM CA certificates to verify https:// backends "
+                                     "against; None: the system's CAs",
+                                     parse=readable_file, metavar="PEM")
+    backend_insecure: bool = setting(False, "do not verify https:// backends' certificates "
+                                     "(testing only)", parse=boolean)
     admin: Address | None = setting(Address("127.0.0.1", 44445), "admin listener for /stats "
                                     "and /metrics, or off", parse=optional_address,
                                     metavar="HOST:PORT")
     access_log: str = setting("off", "access log: a file path, - for stderr, or off", parse=str,
                               metavar="PATH")
+    access_log_format: str = setting("text", "access log lines: text, or json (one object "
+                                     "per line, for log shippers)",
+                                     parse=choice("text", "json"), metavar="FORMAT")
     grace: float = grace_setting()
     log_level: str = log_level_setting()
 
@@ -166,3 +214,5 @@ class LBConfig:
         if self.admin is not None and (self.admin.host, self.admin.port) == (
                 self.listen.host, self.listen.port) and self.listen.port != 0:
             raise ValueError("--admin: must differ from --listen")
+        if self.keyfile is not None and self.certfile is None:
+            raise ValueError("--keyfile: needs --certfile")

@@ -7,7 +7,9 @@
 # ``fall`` failures in a row take it down; the first check after start counts
 # as enough either way, so a backend that is not there at start is out within
 # one check.  Idle pooled connections past their timeout are reaped on the
-# same tick.
+# same tick.  A check connects as requests do (state.pool.connect), so an
+# https:// backend is checked over TLS, its certificate verified; why a
+# check failed is said when the backend goes down.
 from __future__ import annotations
 
 import logging
@@ -22,8 +24,9 @@ from lb.upstream import ConnectError
 log = logging.getLogger("lb.health")
 
 
-def check_once(state: BackendState, path: str, timeout: float) -> bool:
-    """One health check of ``state``: True when it answers 2xx in time."""
+def check_once(state: BackendState, path: str, timeout: float) -> str | None:
+    """One health check of ``state``: None when it answers 2xx in time, else
+    why not."""
     try:
         with gevent.Timeout(timeout, False):
             sock = state.pool.connect()
@@ -39,13 +42,17 @@ def check_once(state: BackendState, path: str, timeout: float) -> bool:
                         break
                     data += more
                 parts = data.split(b" ", 2)
-                return (len(parts) >= 2 and parts[0].startswith(b"HTTP/1.")
-                        and parts[1][:1] == b"2" and len(parts[1]) == 3)
+                if (len(parts) >= 2 and parts[0].startswith(b"HTTP/1.")
+                        and parts[1][:1] == b"2" and len(parts[1]) == 3):
+                    return None
+                return f"answered {data[:40]!r}" if data else "closed without answering"
             finally:
                 sock.close()
-        return False  # the timeout fired
-    except (TimeoutError, ConnectError, OSError):
-        return False
+        return f"no answer within {timeout:g}s"  # the timeout fired
+    except ConnectError as exc:
+        return f"connect: {exc}"
+    except OSError as exc:  # TimeoutError included
+        return exc.strerror or str(exc) or type(exc).__name__
 
 
 class HealthChecker:
@@ -81,7 +88,8 @@ class HealthChecker:
             gevent.sleep(self.interval)
 
     def _check(self, backends: Backends, state: BackendState) -> None:
-        ok = check_once(state, self.path, self.timeout)
+        why = check_once(state, self.path, self.timeout)
+        ok = why is None
         key = id(state)
         first = key not in self._passes
         if ok:
@@ -98,5 +106,5 @@ class HealthChecker:
             self._passes[key] = 0
             if state.healthy and (first or self._fails[key] >= self.fall):
                 state.healthy = False
-                log.warning("backend %s is down (health check failed)", state.name)
+                log.warning("backend %s is down (health check failed: %s)", state.name, why)
                 backends.invalidate()

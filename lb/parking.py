@@ -9,7 +9,9 @@
 # slot of the server's pool, so --max-connections still bounds active plus
 # parked connections.  When bytes (or EOF) arrive it gets a greenlet again
 # from the same pool; when the timer fires it is closed.  A client connection
-# makes its Parking the first time it parks.
+# makes its Parking the first time it parks.  A TLS connection parks the
+# same way: its watcher is on the descriptor, and what the SSL object holds
+# decrypted is checked first (parking is refused while any waits).
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,6 +56,9 @@ class Parking:
         greenlet, then ``serve`` in a new one (or ``close`` if the time runs
         out); False if that cannot be done now."""
         pool, sock = self.pool, self.sock
+        # Bytes already here are served at once.  On a TLS connection this
+        # also sees decrypted bytes buffered in the SSL object, which the
+        # descriptor's watcher would never report (TLSSocket.readable).
         if readable(sock):
             return False
         if not pool.hold():

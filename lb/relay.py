@@ -46,6 +46,8 @@ class Outcome:
     error: HttpError | None = None
     client_keep_alive: bool = True
     upstream_time: float = 0.0
+    unreachable: bool = False     #: no connection to the backend could be had
+    upgraded: bool = False        #: the backend switched protocols (101): tunnel now
 
 
 class Relay(Outcome):
@@ -78,6 +80,13 @@ class Relay(Outcome):
         self.error: HttpError | None = None
         self.client_keep_alive = True
         self.upstream_time = 0.0
+        self.unreachable = self.upgraded = False
+        #: Waiting for the backend's 100 Continue: ``run`` returns (``paused``)
+        #: once it has gone to the client, or when none came in time.
+        self.pause = self.paused = False
+        #: The request may go again even if not idempotent: the send was cut
+        #: short, or no body byte was read yet (waiting for 100 Continue).
+        self.resend_ok = False
         self.keep = keep              #: the client connection stays open after this
         self.rechunk = False          #: the body is re-chunked for the client
         self.upstream_keep = False    #: the backend keeps its connection open
@@ -91,11 +100,15 @@ class Relay(Outcome):
         when the client cannot be written to."""
         upstream, parser = self.upstream, self.parser
         recv = upstream.recv_later  # the first read: the answer cannot be here yet
+        self.paused = False
         while not self.done:
             try:
                 data = recv(RECV_SIZE)
                 recv = upstream.recv
             except TimeoutError:
+                if self.pause:  # no 100 Continue in time: the body goes without it
+                    self.pause, self.paused = False, True
+                    return False
                 self.backends.failed(self.backend, "response timeout")
                 return self._failed(HttpError(504, "backend response timed out"), self.keep)
             except OSError:
@@ -116,10 +129,13 @@ class Relay(Outcome):
                 except OSError:
                     raise ClientGone() from None
                 self.sent += len(payload)
+            if self.paused:  # the backend's 100 Continue went to the client
+                self.pause = False
+                return False
             if not data and not self.done:
                 break
         if self.error is None:
-            self.backends.succeeded(self.backend, self.upstream_time)
+            self.backends.answered(self.backend, self.status, self.upstream_time)
         self.client_keep_alive = self.keep and self.error is None
         return self.done and self.error is None and self.upstream_keep and not parser.in_message
 
@@ -132,10 +148,16 @@ class Relay(Outcome):
             if kind is Data:
                 pieces.append(chunk(event.data) if self.rechunk else event.data)
             elif kind is Head:
-                if event.status < 200:
+                if event.status == 101:  # asked for: the tunnel follows (lb.tunnel)
+                    self.status, self.upgraded = 101, True
+                    self.upstream_time = time.monotonic() - self.began
+                    pieces.append(client_response(event, True, True, False, True))
+                elif event.status < 200:
                     self.interim = True  # forwarded to HTTP/1.1 clients (RFC 9110 15.2)
                     if self.client_11:
                         pieces.append(client_response(event, True, True, False))
+                    if event.status == 100 and self.pause:
+                        self.paused = True  # returns once this is sent
                 else:
                     pieces.append(self._final_head(event))
             elif kind is End:
@@ -168,7 +190,7 @@ class Relay(Outcome):
         """The backend closed before answering: the keep-alive race on a
         reused connection, or a backend that died.  Replay only what is safe."""
         self.backends.failed(self.backend, "closed before responding")
-        self.retry = self.replayable and self.head.method in IDEMPOTENT
+        self.retry = self.replayable and (self.resend_ok or self.head.method in IDEMPOTENT)
         return self._failed(HttpError(502, "backend closed the connection"), self.keep)
 
     def _failed(self, error: HttpError, client_keep_alive: bool) -> bool:

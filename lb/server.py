@@ -6,7 +6,11 @@
 # SIGTERM/SIGINT drain (stop accepting, close idle clients, let in-flight
 # requests finish within the grace period), SIGHUP asks the entry module to
 # re-read the configuration and swaps in the new backend set -- states and
-# pools of backends that stay are kept, so no connection is dropped.
+# pools of backends that stay are kept, so no connection is dropped.  With
+# --certfile the listener speaks TLS: each accepted connection is handshaken
+# in its own handler greenlet (gservers.net.tls.accept, under
+# --handshake-timeout) and then proxied exactly as a plain one; a reload
+# re-reads the certificate and key, for the handshakes that follow.
 from __future__ import annotations
 
 import logging
@@ -23,12 +27,13 @@ from gevent.event import Event
 from gservers.net.greenpool import GreenletPool
 from gservers.net.listen import bind, bound_port
 from gservers.net.server import Server, tune_gevent
+from gservers.net.tls import accept, server_context
 from gservers.settings import ConfigError
 from lb.admin import serve_admin, snapshot
 from lb.backends import Backends
 from lb.config import LBConfig
 from lb.health import HealthChecker
-from lb.proxy import Proxy
+from lb.proxy import SERVER, Proxy
 
 log = logging.getLogger("lb")
 
@@ -58,17 +63,26 @@ class Worker:
             self.admin_listener = bind(config.admin.host, config.admin.port, 128,
                                        gsocket.socket, reuse_port)
         self.pool = GreenletPool(config.max_connections)
+        self.tls = server_context(config.certfile, config.keyfile) if config.certfile else None
         self.proxy = Proxy(config, Backends(config), self.pool,
                            open_access_log(config.access_log))
         # Parked (idle, greenlet-less) connections hold a pool slot and stay
         # open when their handler returns; see lb.proxy.Proxy.
-        self.server = Server(self.listener, self.proxy.handle, self.pool,
-                             keep_open=self.proxy.parked.__contains__)
+        self.server = Server(self.listener,
+                             self.proxy.handle if self.tls is None else self._handle_tls,
+                             self.pool, keep_open=self.proxy.parked.__contains__)
         self.health = HealthChecker(lambda: self.proxy.backends, config.health_interval,
                                     config.health_timeout, config.health_path,
                                     config.rise, config.fall)
         self._stop = Event()
         self._hup = Event()
+
+    def _handle_tls(self, sock: Any, address: Any) -> None:
+        """The handler on a TLS listener: handshake, then proxy."""
+        assert self.tls is not None
+        conn = accept(sock, self.tls, self.config.handshake_timeout, address, SERVER)
+        if conn is not None:
+            self.proxy.handle(conn, address)
 
     def view(self) -> dict[str, Any]:
         return snapshot(self.proxy, self.proxy.backends)
@@ -83,8 +97,9 @@ class Worker:
         admin = serve_admin(self.admin_listener, self.view) if self.admin_listener else None
         cfg = self.config
         # Under a supervisor only the master says "listening on", once all are up.
-        log.info("lb %s http://%s:%d (pid %d, policy %s, backends %s%s)",
-                 "worker serving" if self.ready else "listening on", cfg.listen.host,
+        log.info("lb %s %s://%s:%d (pid %d, policy %s, backends %s%s)",
+                 "worker serving" if self.ready else "listening on",
+                 "http" if self.tls is None else "https", cfg.listen.host,
                  bound_port(self.listener), os.getpid(), cfg.policy,
                  " ".join(s.name for s in self.proxy.backends.states),
                  f", admin http://{cfg.admin.host}:{bound_port(self.admin_listener)}"
@@ -112,14 +127,18 @@ class Worker:
             return
         try:
             new = self.reload_config()
+            tls = self.tls
+            if tls is not None and new.certfile:  # re-read: a renewed certificate counts
+                tls = server_context(new.certfile, new.keyfile)
             backends = Backends(new, reuse=self.proxy.backends.states)
         except (ConfigError, ValueError) as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
         old = self.proxy.backends
-        if (new.listen, new.admin, new.workers) != (self.config.listen, self.config.admin,
-                                                    self.config.workers):
-            log.warning("SIGHUP: listen, admin and workers changes need a restart")
+        if (new.listen, new.admin, new.workers, new.certfile is None) != (
+                self.config.listen, self.config.admin, self.config.workers, self.tls is None):
+            log.warning("SIGHUP: listen, admin, workers and HTTP/HTTPS changes need a restart")
+        self.tls = tls
         self.config = new
         self.proxy.config = new
         self.proxy.backends = backends

@@ -12,16 +12,23 @@
 # haproxy's per-server maxconn queues, and gives up after ``queue_timeout``.
 # What is lent is an ``Upstream``: the socket and the parser of its last
 # response, kept for the next one, since a new parser costs about as much as
-# parsing a short response.
+# parsing a short response.  An https:// backend's pool makes TLS
+# connections (gservers.net.tls: the handshake is part of connecting, and a
+# failed one -- a certificate that does not verify -- is a ConnectError);
+# pooled TLS connections save the handshake as plain ones save the connect.
 from __future__ import annotations
 
+import functools
+import os
 import socket
+import ssl
 import time
 from collections import deque
 
 from gevent.lock import BoundedSemaphore
 
 from gservers.http import ResponseParser
+from gservers.net import tls
 from gservers.net.greensock import GreenSocket
 
 
@@ -52,12 +59,33 @@ class Upstream:
         self.sock.close()
 
 
+def backend_context(cafile: str | None, verify: bool) -> ssl.SSLContext:
+    """The TLS context for https:// backends (one for all of them): verify
+    against ``cafile`` (None: the system's CAs), or not at all.  Made anew
+    when the CA file has changed, so a reload picks a new one up.  Raises
+    ValueError naming the file."""
+    try:
+        stamp = os.stat(cafile).st_mtime_ns if cafile else 0
+    except OSError as exc:
+        raise ValueError(f"--backend-ca: cannot read {cafile}: {exc.strerror}") from None
+    return _context(cafile, verify, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _context(cafile: str | None, verify: bool, stamp: int) -> ssl.SSLContext:
+    return tls.client_context(cafile, verify)
+
+
 class UpstreamPool:
-    """Idle keep-alive connections to one backend address."""
+    """Idle keep-alive connections to one backend address; TLS ones when
+    ``context`` (a TLS client context) is given, checked against ``hostname``."""
 
     def __init__(self, family: int, sockaddr: tuple, max_idle: int, idle_timeout: float,
-                 connect_timeout: float, max_busy: int = 0, queue_timeout: float = 10.0) -> None:
+                 connect_timeout: float, max_busy: int = 0, queue_timeout: float = 10.0,
+                 context: ssl.SSLContext | None = None, hostname: str = "") -> None:
         self.family = family
+        self.context = context
+        self.hostname = hostname
         #: Connections lent out at once, at most: a backend is CPU-bound, so
         #: a connection per concurrent request adds connections, not
         #: throughput.  None: no limit.
@@ -82,8 +110,14 @@ class UpstreamPool:
         # ephemeral port for a minute; SO_REUSEADDR lets a server listen on
         # such a port meanwhile (44444 itself is in Linux's ephemeral range).
         try:
-            sock = GreenSocket.connect(self.family, self.sockaddr, self.connect_timeout,
-                                       reuse_addr=True)
+            if self.context is None:
+                sock = GreenSocket.connect(self.family, self.sockaddr, self.connect_timeout,
+                                           reuse_addr=True)
+            else:
+                sock = tls.connect(self.family, self.sockaddr, self.connect_timeout,
+                                   self.context, self.hostname, reuse_addr=True)
+        except ssl.SSLError as exc:
+            raise ConnectError(tls.describe(exc)) from None
         except OSError as exc:
             reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
             raise ConnectError(reason) from None

@@ -7,6 +7,8 @@
 # then only dispatches signals: SIGTERM/SIGINT are passed on and the workers
 # drain; SIGHUP is passed on and each worker reloads; a worker that dies
 # unexpectedly is replaced (with a pause if it dies straight away again).
+# Over TLS nothing differs here: each worker loads the certificate itself
+# and handshakes its own connections.
 from __future__ import annotations
 
 import logging
@@ -88,8 +90,9 @@ class Supervisor:
                 return 2
         admin = (f", admin http://{self.config.admin.host}:{self.admin_port}"
                  if self.config.admin else "")
-        log.info("lb master listening on http://%s:%d (pid %d, %d workers: %s%s)",
-                 self.config.listen.host, self.port, os.getpid(), len(self.workers),
+        log.info("lb master listening on %s://%s:%d (pid %d, %d workers: %s%s)",
+                 "https" if self.config.certfile else "http", self.config.listen.host,
+                 self.port, os.getpid(), len(self.workers),
                  " ".join(map(str, self.workers)), admin)
         while True:
             while self.signals:

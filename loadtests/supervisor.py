@@ -35,7 +35,7 @@ from gservers.net.listen import only_time_wait
 from loadtests import procstats
 
 HOST = "127.0.0.1"
-LISTEN_RE = re.compile(r"listening on http://([^:\s]+):(\d+)")
+LISTEN_RE = re.compile(r"listening on https?://([^:\s]+):(\d+)")
 ADMIN_RE = re.compile(r"admin http://[^:\s]+:(\d+)")
 MAX_LINES = 5000  #: output lines kept per process (one out of descriptors may log a lot)
 

@@ -53,6 +53,10 @@ round):
   seed sweep: ab -n 1000 at c=1,10,100,500,1000 (--levels), also against the
               thread-model backend
   direct: wrk (or ab -k) on one async backend vs the nginx return-200 server
+  large file: ab -n L -c 10 of a 10 MiB file (L = --large-requests), one more
+              async backend (sendfile) vs a static nginx (sendfile on) on it
+  https: ab -n H -c 100 without and with -k (H = --https-requests) on each
+              balancer again, terminating TLS with one self-signed certificate
 Every ab run is judged with loadtests.tools.ab.judge (0 failed, 0 non-2xx,
 total = n x one full response) and every wrk run with loadtests.tools.wrk.judge
 (no socket error, no non-2xx, bytes = requests x size); invalid runs are marked
@@ -144,6 +148,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="seconds per wrk run (default: 5, 2 with --quick)")
     p.add_argument("--levels", type=_ints, default=[1, 10, 100, 500, 1000],
                    help="seed sweep concurrency levels (default: 1,10,100,500,1000)")
+    p.add_argument("--large-requests", type=_non_negative, default=None, metavar="N",
+                   help="requests per large-file run, ab -c 10 of a 10 MiB file; 0 skips "
+                        "the row (default: 200, 20 with --quick)")
+    p.add_argument("--https-requests", type=_non_negative, default=None, metavar="N",
+                   help="requests per HTTPS-row run (each balancer terminating TLS, ab -c 100 "
+                        "with and without -k); 0 skips the row (default: 5000, 500 with "
+                        "--quick)")
     p.add_argument("--seed-requests", type=_positive, default=1000,
                    help="requests per seed-sweep level (default: 1000; at least the "
                         "highest level, as ab requires)")
@@ -191,6 +202,14 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.requests = 2000 if args.quick else 20000
     if args.wrk_duration is None:
         args.wrk_duration = 2 if args.quick else 5
+    if args.large_requests is None:
+        args.large_requests = 20 if args.quick else 200
+    if args.https_requests is None:
+        args.https_requests = 500 if args.quick else 5000
+    if 0 < args.https_requests < wl.CONCURRENCY:
+        parser().error(f"--https-requests must be 0 or at least {wl.CONCURRENCY}")
+    if 0 < args.large_requests < wl.LARGE_CONCURRENCY:
+        parser().error(f"--large-requests must be 0 or at least {wl.LARGE_CONCURRENCY}")
     if args.requests < wl.CONCURRENCY:
         parser().error(f"--requests must be at least {wl.CONCURRENCY}")
     if args.seed_requests < max(args.levels):
@@ -225,7 +244,8 @@ def _machine_note(busy0: float, ours0: float, load0: list[str]) -> str:
 
 def _tools(args: argparse.Namespace) -> tuple[dict[str, str | None], list[str]]:
     """The programs' paths, and the notes the report starts with."""
-    wanted = [t for t in ("haproxy", "nginx") if t in args.only] + ["wrk"]
+    wanted = [t for t in ("haproxy", "nginx") if t in args.only] + ["wrk"] + (
+        ["openssl"] if args.https_requests else [])
     paths, notes = fleet.ensure_tools(wanted)
     for note in notes:
         print(f"{PROG}: note: {note}", file=sys.stderr)
@@ -246,9 +266,14 @@ def _measure(args: argparse.Namespace, paths: dict[str, str | None],
     try:
         with Supervisor(tmp) as sup:
             targets = fleet.start_servers(sup, args, paths, tmp)
+            if args.large_requests:
+                targets.update(fleet.start_large_file(sup, args, paths, tmp))
+            if args.https_requests:
+                targets.update(fleet.start_https(sup, args, paths, tmp))
             runner = Runner(targets, paths.get("wrk"), args.wrk_duration, args.pause)
             steps = wl.plan(targets, args.rounds, args.levels, args.requests,
-                            args.seed_requests, runner.wrk_path is not None)
+                            args.seed_requests, runner.wrk_path is not None,
+                            args.large_requests, args.https_requests)
             say(f"{PROG}: {len(steps)} runs over {args.rounds} round(s): {', '.join(targets)}")
             runner.run_all(steps)
             if "gservers" in targets and args.idle_connections:

@@ -5,9 +5,12 @@
 # port answers 200; its log in the run's temporary directory; stopped by PID,
 # newest first, with whatever it started): four async backends, one
 # thread-model backend, the gservers lb over the four, haproxy and nginx over
-# the same four (configs from loadtests.benchmark.configs), and an nginx
-# ``return 200`` server as a reference backend.  Each becomes an Endpoint:
+# the same four (configs from loadtests.benchmark.configs), an nginx
+# ``return 200`` server as a reference backend, and for the large-file row
+# one more async backend and a static nginx over the same 10 MiB file.  Each becomes an Endpoint:
 # the process load is sent to, and the backends measured apart behind it.
+# The HTTPS row starts each balancer once more, terminating TLS with one
+# self-signed certificate (made with the openssl command) over the same four.
 # The programs come from PATH or the sbin directories a non-root PATH lacks;
 # a missing one has its rows skipped with a note.  The run's environment
 # (machine, versions, ports) is described here too.
@@ -25,16 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.benchmark import configs
-from loadtests.benchmark.workloads import CONCURRENCY
-from loadtests.supervisor import HOST, Process, Supervisor
+from loadtests.benchmark.workloads import CONCURRENCY, LARGE_PATH
+from loadtests.supervisor import HOST, Process, Supervisor, free_ports
 
 ROOT = str(Path(__file__).resolve().parents[2])
 PATH = "/page.html"
 PAGE = os.path.join(ROOT, "gservers", "site", "page.html")
+#: The large-file row's file: 10 MiB of random bytes.
+LARGE_SIZE = 10 * 1024 * 1024
 #: What is skipped when a program is missing.
 SKIPPED = {"haproxy": "haproxy rows skipped",
            "nginx": "nginx rows and the nginx return-200 reference skipped",
-           "wrk": "wrk rows skipped; the direct reference uses ab -k"}
+           "wrk": "wrk rows skipped; the direct reference uses ab -k",
+           "openssl": "HTTPS row skipped (its certificate is made with the openssl command)"}
 
 
 @dataclass
@@ -133,6 +139,90 @@ def start_servers(sup: Supervisor, args: argparse.Namespace, paths: dict[str, st
     return out
 
 
+def start_large_file(sup: Supervisor, args: argparse.Namespace, paths: dict[str, str | None],
+                     tmp: str) -> dict[str, Endpoint]:
+    """The large-file row's servers, on free ports: an async backend and (with
+    nginx) a static nginx, both serving the same LARGE_SIZE file written into
+    ``tmp``/large; target name -> Endpoint.  Raises supervisor.StartError."""
+    root = os.path.join(tmp, "large")
+    os.makedirs(root, mode=0o755)
+    with open(os.path.join(root, LARGE_PATH.lstrip("/")), "wb") as fh:
+        fh.write(os.urandom(LARGE_SIZE))
+    backend_port, nginx_port = free_ports(2)
+    out = {"large-file backend": Endpoint("large-file backend", sup.backend(
+        backend_port, "async", "--root", root, "--log-level", "warning", timeout=30, cwd=ROOT))}
+    if "nginx" in args.only and paths.get("nginx"):
+        folder = os.path.join(tmp, "nginx-static")
+        os.makedirs(folder, mode=0o755)
+        cfg = os.path.join(folder, "nginx.conf")
+        with open(cfg, "w") as fh:
+            fh.write(configs.nginx_static_config(folder, nginx_port, root, host=HOST))
+        out["large-file nginx"] = Endpoint("large-file nginx", sup.start(
+            "nginx-static", [paths["nginx"], "-p", folder, "-c", cfg, "-e",
+                             os.path.join(folder, "nginx-error.log")], nginx_port, timeout=30,
+            cwd=ROOT))
+    return out
+
+
+def make_certificate(openssl: str, folder: str) -> tuple[str, str, str]:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 in ``folder``, made
+    with the ``openssl`` command: the paths of the certificate, its key, and
+    both in one file (haproxy's form).  Raises OSError or CalledProcessError."""
+    os.makedirs(folder, mode=0o755)
+    cert, key, both = (os.path.join(folder, f"{n}.pem") for n in ("cert", "key", "both"))
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=IP:{HOST}"],
+                   check=True, capture_output=True, timeout=60)
+    with open(both, "w") as out, open(cert) as c, open(key) as k:
+        out.write(c.read() + k.read())
+    return cert, key, both
+
+
+def start_https(sup: Supervisor, args: argparse.Namespace, paths: dict[str, str | None],
+                tmp: str) -> dict[str, Endpoint]:
+    """The HTTPS row: each balancer of ``args.only`` started again (its own
+    process, so its CPU is its own) over the same four backends, terminating
+    TLS with one certificate made in ``tmp``; key in workloads.HTTPS_TARGETS
+    -> an Endpoint named as the balancer.  haproxy and nginx also listen on a
+    plain port, for the readiness check only.  Raises supervisor.StartError."""
+    openssl = paths.get("openssl")
+    if not openssl:
+        return {}
+    cert, key, both = make_certificate(openssl, os.path.join(tmp, "tls"))
+    names = {f"async-{port}" for port in args.backend_ports}
+    backends = [proc for proc in sup.processes if proc.name in names]
+    out: dict[str, Endpoint] = {}
+    if "gservers" in args.only:  # ready at its "listening on https://" line (info level)
+        lb = sup.balancer("--policy", "round_robin", "--log-level", "info", "--workers",
+                          str(args.lb_workers), "--certfile", cert, "--keyfile", key,
+                          backends=args.backend_ports, admin=False, cwd=ROOT)
+        out["gservers https"] = Endpoint("gservers", lb.server, backends)
+    h_tls, h_plain, n_tls, n_plain = free_ports(4)
+    if "haproxy" in args.only and paths.get("haproxy"):
+        cfg = os.path.join(tmp, "haproxy-https.cfg")
+        with open(cfg, "w") as fh:
+            fh.write(configs.haproxy_tls_config(h_tls, h_plain, args.backend_ports, both,
+                                                host=HOST))
+        proc = sup.start("haproxy-https", [paths["haproxy"], "-db", "-f", cfg], h_plain,
+                         timeout=30, cwd=ROOT)
+        proc.port = h_tls  # load goes to the TLS port
+        out["haproxy https"] = Endpoint("haproxy", proc, backends)
+    if "nginx" in args.only and paths.get("nginx"):
+        folder = os.path.join(tmp, "nginx-https")
+        os.makedirs(folder, mode=0o755)
+        cfg = os.path.join(folder, "nginx.conf")
+        with open(cfg, "w") as fh:
+            fh.write(configs.nginx_tls_config(folder, n_tls, n_plain, args.backend_ports, cert,
+                                              key, configs.filler_body(64), host=HOST))
+        proc = sup.start("nginx-https", [paths["nginx"], "-p", folder, "-c", cfg, "-e",
+                                         os.path.join(folder, "nginx-error.log")], n_plain,
+                         timeout=30, cwd=ROOT)
+        proc.port = n_tls
+        out["nginx https"] = Endpoint("nginx", proc, backends)
+    return out
+
+
 def _version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -170,6 +260,12 @@ def environment(args: argparse.Namespace, paths: dict[str, str | None],
         "wrk runs": f"-t1 -c{CONCURRENCY} -d{args.wrk_duration}s",
         "seed sweep": f"ab -n {args.seed_requests} at c={','.join(map(str, args.levels))}",
         "path": f"{PATH} ({os.path.getsize(PAGE)}-byte body)",
+        "large-file row": (f"ab -n {args.large_requests} -c 10 of a {LARGE_SIZE >> 20} MiB "
+                           "file, async backend vs nginx (sendfile on)"
+                           if args.large_requests else "not run (--large-requests 0)"),
+        "HTTPS row": (f"ab -n {args.https_requests} -c {CONCURRENCY} with and without -k, "
+                      "each balancer terminating TLS (1.2/1.3, ECDSA P-256 certificate)"
+                      if args.https_requests else "not run (--https-requests 0)"),
         "ports": f"backends {','.join(map(str, args.backend_ports))}, thread "
                  f"{args.thread_port}, lb {args.lb_port}, haproxy {args.haproxy_port}, "
                  f"nginx {args.nginx_port}, nginx return-200 {args.nginx_ref_port}",

@@ -14,7 +14,7 @@ import time
 
 from loadtests.benchmark.fleet import PATH, Endpoint
 from loadtests.benchmark.stats import Run
-from loadtests.benchmark.workloads import Step, Workload
+from loadtests.benchmark.workloads import LARGE_PATH, Step, Workload
 from loadtests.supervisor import HOST
 from loadtests.tools import ab, probe, wrk
 
@@ -35,9 +35,10 @@ class Runner:
 
     def size(self, port: int, workload: Workload) -> int:
         """Bytes of one full response to the request ``workload``'s tool sends."""
-        request = workload.request(HOST, port, PATH)
+        request = workload.request(HOST, port, _path(workload))
         if (port, request) not in self.sizes:
-            self.sizes[port, request] = probe.response_size(HOST, port, request)
+            self.sizes[port, request] = probe.response_size(HOST, port, request,
+                                                            tls=workload.phase == "https")
         return self.sizes[port, request]
 
     def run(self, step: Step) -> Run:
@@ -59,8 +60,9 @@ class Runner:
 
     def _ab(self, step: Step, target: Endpoint, size: int) -> Run:
         w = step.workload
-        result, _ = ab.run(f"http://{HOST}:{target.port}{PATH}", step.requests, w.concurrency,
-                           w.keepalive)
+        scheme = "https" if w.phase == "https" else "http"
+        result, _ = ab.run(f"{scheme}://{HOST}:{target.port}{_path(w)}", step.requests,
+                           w.concurrency, w.keepalive)
         pct = result.percentiles
         return Run(target.name, w, step.round, step.requests, result.complete, result.rps,
                    pct.get(50), pct.get(99), size, ab.judge(result, step.requests, size),
@@ -94,6 +96,11 @@ class Runner:
         self.steps_total = len(steps)
         for step in steps:
             self.run(step)
+
+
+def _path(workload: Workload) -> str:
+    """What ``workload`` asks for: the large file for its row, else /page.html."""
+    return LARGE_PATH if workload.phase == "large" else PATH
 
 
 def _verdict(run: Run) -> str:

@@ -20,14 +20,26 @@ from loadtests.tools import ab, wrk
 CONCURRENCY = 100
 #: The load generators a workload may use.
 TOOLS = ("ab", "wrk")
-#: The parts of a round: the balancers' runs, the seed sweep, the direct reference.
-PHASES = ("main", "seed", "direct")
+#: The parts of a round: the balancers' runs, the seed sweep, the direct reference,
+#: the large-file row, the HTTPS row.
+PHASES = ("main", "seed", "direct", "large", "https")
 #: The balancers compared, in report order.
 BALANCERS = ("gservers", "haproxy", "nginx")
 #: Reference rows (no balancer): one async backend, nginx's ``return 200``
 #: and one thread-model backend.
 REFERENCES = ("async backend", "nginx return-200", "thread backend")
-_PREFIX = {"main": "", "seed": "seed ", "direct": "direct "}
+#: The large-file row: one async backend and nginx serving the same 10 MiB
+#: file from disk (gservers with sendfile, nginx with ``sendfile on``).
+LARGE_TARGETS = ("large-file backend", "large-file nginx")
+LARGE_PATH = "/large.bin"
+LARGE_CONCURRENCY = 10
+#: The HTTPS row: each balancer again, terminating TLS with one certificate;
+#: the runs are reported under the balancer's own name (as target), the
+#: workload saying https.
+HTTPS_TARGETS = {"gservers https": "gservers", "haproxy https": "haproxy",
+                 "nginx https": "nginx"}
+_PREFIX = {"main": "", "seed": "seed ", "direct": "direct ", "large": "large-file ",
+           "https": "https "}
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,10 @@ class Workload:
             raise ValueError("the seed sweep is ab without keep-alive")
         if self.phase == "direct" and not self.keepalive:
             raise ValueError("the direct reference keeps its connections alive")
+        if self.phase == "large" and (self.tool != "ab" or self.keepalive):
+            raise ValueError("the large-file row is ab without keep-alive")
+        if self.phase == "https" and self.tool != "ab":
+            raise ValueError("the HTTPS row is ab")
 
     @property
     def name(self) -> str:
@@ -89,6 +105,16 @@ def direct(tool: str, concurrency: int = CONCURRENCY) -> Workload:
     return Workload(tool, True, concurrency, "direct")
 
 
+def large_file() -> Workload:
+    """The large-file row (``large-file ab c=10``: ab -c 10 of LARGE_PATH, no -k)."""
+    return Workload("ab", False, LARGE_CONCURRENCY, "large")
+
+
+def https_run(keepalive: bool, concurrency: int = CONCURRENCY) -> Workload:
+    """The HTTPS row (``https ab c=100`` / ``https ab -k c=100``)."""
+    return Workload("ab", keepalive, concurrency, "https")
+
+
 @dataclass(frozen=True)
 class Step:
     """One run of the plan: a workload against a target in a round."""
@@ -119,16 +145,40 @@ def _round(round_: int, balancers: list[str], refs: list[str], levels: Sequence[
     return steps
 
 
+def large_file_steps(targets: Collection[str], round_: int, requests: int) -> list[Step]:
+    """The large-file row of a round: ab -n ``requests`` -c 10 on each of
+    LARGE_TARGETS started, their order rotated each round (none when 0)."""
+    if not requests:
+        return []
+    started = [t for t in LARGE_TARGETS if t in targets]
+    return [Step(round_, t, large_file(), requests) for t in _rotated(started, round_)]
+
+
+def https_steps(targets: Collection[str], round_: int, requests: int) -> list[Step]:
+    """The HTTPS row of a round: ab -n ``requests`` -c 100 without and with
+    -k on each of HTTPS_TARGETS started, their order rotated each round."""
+    if not requests:
+        return []
+    started = [t for t in HTTPS_TARGETS if t in targets]
+    return [Step(round_, t, https_run(keepalive), requests)
+            for keepalive in (False, True) for t in _rotated(started, round_)]
+
+
 def plan(targets: Collection[str], rounds: int, levels: Sequence[int], requests: int,
-         seed_requests: int, with_wrk: bool) -> list[Step]:
+         seed_requests: int, with_wrk: bool, large_requests: int = 0,
+         https_requests: int = 0) -> list[Step]:
     """Every run of every round over the ``targets`` started (names from
     BALANCERS and REFERENCES): ab without and with -k and wrk (when
     ``with_wrk``) on each balancer, the seed sweep on each balancer and the
     thread backend, then the direct reference (wrk, else ab -k) on the async
-    backend and the nginx return-200 server."""
+    backend and the nginx return-200 server; last, the large-file row
+    (``large_requests`` per run, when its targets were started) and the
+    HTTPS row (``https_requests`` per run)."""
     balancers = [b for b in BALANCERS if b in targets]
     refs = [t for t in ("async backend", "nginx return-200") if t in targets]
     steps: list[Step] = []
     for round_ in range(1, rounds + 1):
         steps += _round(round_, balancers, refs, levels, requests, seed_requests, with_wrk)
+        steps += large_file_steps(targets, round_, large_requests)
+        steps += https_steps(targets, round_, https_requests)
     return steps

@@ -39,7 +39,7 @@ from loadtests.faults.stack import (
 )
 from loadtests.supervisor import HOST
 
-ACCESS_RE = re.compile(r"^\S+ GET (\S+) (\d+) \d+ (\S+) ")
+ACCESS_RE = re.compile(r"^\S+ \S+ GET (\S+) HTTP/1\.[01] (\d+) \d+ (\S+) ")
 HEADER_TIMEOUT = 2.0      #: --header-timeout of the slowloris scenario
 SLOW_CONNECTIONS = 100    #: slowloris connections
 FLOOD, MAX_CONNECTIONS = 150, 30  #: flood connections, and the balancer's limit

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 
 _LENGTH_RE = re.compile(rb"\r\ncontent-length: *(\d+)", re.I)
 
 
-def response_size(host: str, port: int, request: bytes, timeout: float = 10.0) -> int:
-    """Bytes of the one full response ``host:port`` sends to ``request``."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def response_size(host: str, port: int, request: bytes, timeout: float = 10.0,
+                  tls: bool = False) -> int:
+    """Bytes of the one full response ``host:port`` sends to ``request``
+    (over TLS when ``tls``, the certificate unchecked, as ab does)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
+    with sock:
         sock.sendall(request)
         data = b""
         while True:

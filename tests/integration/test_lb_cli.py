@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from tests.support import (
     start_backend,
     start_lb,
     time_wait_port,
+    wait_until,
 )
 
 
@@ -233,3 +236,32 @@ def test_toml_listen_and_underscore_keys(two_backends: list[Server], tmp_path: P
     finally:
         assert server.stop() == 0
         assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_access_log_writes_one_timestamped_line_per_request(tmp_path: Path,
+                                                                 fmt: str) -> None:
+    log = tmp_path / "access.log"
+    backend = start_backend("async")
+    lb = start_lb("--access-log", str(log), "--access-log-format", fmt,
+                  backends=[backend.port])
+    try:
+        reply = exchange(lb.port, b"GET /page.html HTTP/1.1\r\nHost: t\r\n"
+                                  b"X-Forwarded-For: 192.0.2.1\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 ")
+        assert wait_until(lambda: log.exists() and log.read_text().count("\n") >= 1, 10)
+    finally:
+        lb.server.stop()
+        backend.stop()
+    [line] = log.read_text().splitlines()
+    if fmt == "json":
+        data = json.loads(line)
+        assert data["status"] == 200 and data["protocol"] == "HTTP/1.1"
+        assert data["x_forwarded_for"] == "192.0.2.1, 127.0.0.1"
+        assert data["backend"] == f"127.0.0.1:{backend.port}"
+        stamp = data["time"]
+    else:
+        stamp = line.split(" ", 1)[0]
+        assert " GET /page.html HTTP/1.1 200 " in line
+        assert line.endswith('xff="192.0.2.1, 127.0.0.1"')
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)

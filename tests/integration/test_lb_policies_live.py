@@ -88,6 +88,60 @@ def test_consistent_hash_keeps_each_client_on_one_backend(
     assert len({next(iter(b)) for b in where.values()}) > 1
 
 
+def get_with(port: int, target: str, header: str = "") -> int:
+    """GET ``target`` with an extra header line on a fresh connection; the status."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n{header}Connection: close"
+                     f"\r\n\r\n".encode())
+        data = read_all(sock, 20)
+    replies = parse_responses(data, [b"GET"])
+    return replies[0].status if replies else 0
+
+
+@pytest.mark.parametrize(("key", "header", "target"), [
+    ("header:X-User", "X-User: u{n}\r\n", "/"),
+    ("cookie:sid", "Cookie: theme=dark; sid=s{n}\r\n", "/"),
+    ("uri", "", "/item?id={n}"),
+])
+def test_hash_keys_keep_each_key_on_one_backend(origins: list[RecordingBackend], key: str,
+                                                header: str, target: str) -> None:
+    """All from one address (as behind a NAT): keyed by the request, 20 keys
+    spread over the backends and each stays on its own."""
+    lb = balancer(origins, "--policy", "consistent_hash", "--hash-key", key)
+    try:
+        for _ in range(3):
+            for n in range(20):
+                assert get_with(lb.port, target.format(n=n), header.format(n=n)) == 200
+    finally:
+        stop(lb)
+    where: dict[bytes, set[int]] = {}
+    for index, origin in enumerate(origins):
+        for req in origin.requests:
+            mark = (req.header("x-user") or req.header("cookie") or req.target) or b"?"
+            where.setdefault(mark, set()).add(index)
+    assert len(where) == 20 and all(len(b) == 1 for b in where.values()), where
+    assert len({next(iter(b)) for b in where.values()}) > 1  # not all on one backend
+
+
+def test_without_the_key_a_request_falls_back_to_the_client(
+        origins: list[RecordingBackend]) -> None:
+    """No X-User: keyed by the client address, so each client stays on one
+    backend and the clients spread (a constant key would put all on one)."""
+    lb = balancer(origins, "--policy", "consistent_hash", "--hash-key", "header:X-User")
+    try:
+        for _ in range(2):
+            for client in CLIENTS:
+                assert get(lb.port, source=client) == 200
+    finally:
+        stop(lb)
+    where: dict[bytes, set[int]] = {}
+    for index, origin in enumerate(origins):
+        for req in origin.requests:
+            where.setdefault(req.header("x-forwarded-for") or b"?", set()).add(index)
+    assert len(where) == len(CLIENTS) and all(len(b) == 1 for b in where.values())
+    assert len({next(iter(b)) for b in where.values()}) > 1
+
+
 # -- random_two -------------------------------------------------------------------------
 
 def test_random_two_uses_several_backends(origins: list[RecordingBackend]) -> None:

@@ -28,7 +28,7 @@ import psutil
 import pytest
 
 from loadtests import procstats
-from loadtests.benchmark import configs, report, stats
+from loadtests.benchmark import configs, fleet, report, stats
 from loadtests.benchmark import workloads as wl
 from loadtests.benchmark.idle import IdleResult
 from loadtests.benchmark.stats import Run
@@ -499,6 +499,61 @@ def test_bad_options_are_one_line_errors(flag: str, value: str) -> None:
 
 
 
+# --------------------------------------------------------------------------- the HTTPS row
+
+def test_plan_adds_the_https_row_rotated() -> None:
+    targets = ["gservers", "haproxy", "gservers https", "haproxy https"]
+    steps = wl.plan(targets, 2, [1], 2000, 1000, with_wrk=False, https_requests=500)
+    https = [(s.round, s.target, s.workload.name, s.requests) for s in steps
+             if s.workload.phase == "https"]
+    assert https == [
+        (1, "gservers https", "https ab c=100", 500), (1, "haproxy https", "https ab c=100", 500),
+        (1, "gservers https", "https ab -k c=100", 500),
+        (1, "haproxy https", "https ab -k c=100", 500),
+        (2, "haproxy https", "https ab c=100", 500), (2, "gservers https", "https ab c=100", 500),
+        (2, "haproxy https", "https ab -k c=100", 500),
+        (2, "gservers https", "https ab -k c=100", 500)]
+    assert not [s for s in wl.plan(targets, 1, [1], 2000, 1000, False)
+                if s.workload.phase == "https"]
+    with pytest.raises(ValueError):
+        Workload("wrk", True, 100, "https")
+
+
+def test_https_runs_are_compared_under_the_balancers_names() -> None:
+    assert wl.HTTPS_TARGETS == {"gservers https": "gservers", "haproxy https": "haproxy",
+                                "nginx https": "nginx"}
+    plain, tls = wl.https_run(False), wl.https_run(True)
+    summary = stats.summarize([run("gservers", plain, 500.0), run("haproxy", plain, 1000.0),
+                               run("gservers", tls, 2000.0), run("haproxy", tls, 4000.0)])
+    table = report.ratios_table(summary)
+    assert "| https ab c=100 | 500 | 1000 | - | 0.50x |" in table
+    assert "| https ab -k c=100 | 2000 | 4000 | - | 0.50x |" in table
+
+
+@pytest.mark.skipif(not (_tool("haproxy") and _tool("nginx") and _tool("openssl")),
+                    reason="haproxy, nginx or openssl not installed")
+def test_the_https_row_certificate_and_configs_are_accepted(tmp_path: Path) -> None:
+    import ssl
+    tmp_path.chmod(0o755)
+    cert, key, both = fleet.make_certificate(str(_tool("openssl")), str(tmp_path / "tls"))
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(both)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(configs.haproxy_tls_config(62111, 62112, [62002, 62003], both))
+    assert f"bind 127.0.0.1:62111 ssl crt {both} alpn http/1.1" in cfg.read_text()
+    proc = subprocess.run([_tool("haproxy"), "-c", "-f", str(cfg)], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg = tmp_path / "nginx.conf"
+    cfg.write_text(configs.nginx_tls_config(str(tmp_path), 62113, 62114, [62002], cert, key,
+                                            configs.filler_body(64)))
+    assert "listen 127.0.0.1:62113 ssl" in cfg.read_text()
+    proc = subprocess.run([_tool("nginx"), "-t", "-p", str(tmp_path), "-c", str(cfg),
+                           "-e", str(tmp_path / "error.log")], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:
     ports = free_ports(6)
     argv = [sys.executable, "-m", "loadtests.benchmark", "--quick", "--only",
@@ -513,7 +568,8 @@ def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:
     assert runs and all(r["valid"] for r in runs)
     seen = {(r["target"], r["workload"]) for r in runs}
     assert {("gservers", "ab c=100"), ("gservers", "ab -k c=100"), ("gservers", "seed ab c=10"),
-            ("thread backend", "seed ab c=1")} <= seen
+            ("thread backend", "seed ab c=1"), ("gservers", "https ab c=100"),
+            ("gservers", "https ab -k c=100")} <= seen
     assert not any(r["target"] in ("haproxy", "nginx") for r in runs)
     lb_runs = [r for r in runs if r["target"] == "gservers"]
     assert all(r["server_cpu"] > 0 or r["complete"] <= 300 for r in lb_runs)

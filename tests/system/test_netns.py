@@ -189,7 +189,7 @@ def start_lb_over(hosts: list[Host], *args: str) -> Balancer:
 
 
 
-ACCESS_RE = re.compile(r"^\S+ GET (\S+) (\d+) \d+ (\S+) ")
+ACCESS_RE = re.compile(r"^\S+ \S+ GET (\S+) HTTP/1\.[01] (\d+) \d+ (\S+) ")
 
 
 @pytest.mark.timeout(150)

@@ -345,3 +345,15 @@ def test_every_policy_property(name: str, weights: list[int], loads: list[int],
 def test_unknown_policy_name() -> None:
     with pytest.raises(KeyError):
         make("nope", fakes(1))
+
+
+def test_consistent_hash_a_new_backend_takes_about_a_fifth_of_the_keys() -> None:
+    """Adding a fifth backend (a new ring, as after a SIGHUP) moves about 1/5 of
+    the keys, all of them onto the new one."""
+    four = fakes(1, 1, 1, 1)
+    five = [*four, Fake("b4", 1)]
+    before = assignment(make("consistent_hash", four), four)
+    after = assignment(make("consistent_hash", five), five)
+    moved = [k for k in KEYS if after[k].name != before[k].name]
+    assert all(after[k] is five[4] for k in moved)
+    assert 0.13 < len(moved) / len(KEYS) < 0.27, len(moved) / len(KEYS)
