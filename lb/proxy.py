@@ -10,9 +10,8 @@
 # Request bodies up to ``max_body_buffer`` are read first (lb.bodies), which
 # makes the request replayable: a failed connect or send is retried on the
 # next backend for any method; a backend that dies before answering is
-# retried only for idempotent methods.  Once a response byte has gone to the
-# client there is no retry: the client connection is closed instead.  When
-# no backend takes a connection the answer is 503 (with Retry-After), a 502
+# retried only for idempotent methods; after a response byte there is no
+# retry.  No backend taking a connection is a 503 (with Retry-After), a 502
 # only when one answered badly.  A send that fails is followed by a read: a
 # backend may have answered (an early 413) and closed.  ``Expect:
 # 100-continue`` is asked of the backend and its 100 passed on (ours after

@@ -18,7 +18,8 @@ from gservers.http.messages import (
     Limits,
     Rejected,
 )
-from gservers.http.parser import RequestParser, ResponseParser
+from gservers.http.parser import RequestParser
+from gservers.http.response_parser import ResponseParser
 from gservers.http.targets import check_target, origin_form
 from gservers.http.writers import (
     LAST_CHUNK,
