@@ -16,16 +16,15 @@ import os
 import platform
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from typing import Any
 
 from gservers.net.listen import raise_nofile_limit
 from gservers.settings import ArgumentParser
 from loadtests import aggregate, report, results, rows, runs, supervisor, workload
+from loadtests.benchmark.fleet import package_version, tool_version
 from loadtests.cell import MODELS, REFERENCES, Cell
 from loadtests.supervisor import StartError, Supervisor
 from loadtests.tools import ab
@@ -162,18 +161,6 @@ def parser() -> ArgumentParser:
 
 def environment(args: argparse.Namespace, refs: list[str], wall: float) -> dict[str, Any]:
     """What the sweep ran on and with."""
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    def first_line(argv: list[str]) -> str:
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return "-"
-        return ((proc.stdout + proc.stderr).strip().splitlines() or ["-"])[0]
     somaxconn = open("/proc/sys/net/core/somaxconn").read().strip() if os.path.exists(
         "/proc/sys/net/core/somaxconn") else "-"
     env = {
@@ -181,8 +168,8 @@ def environment(args: argparse.Namespace, refs: list[str], wall: float) -> dict[
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
         "gservers / gevent / greenlet / httptools / locust": " / ".join(
-            version(n) for n in ("gservers", "gevent", "greenlet", "httptools", "locust")),
-        "ab": first_line(["ab", "-V"]),
+            package_version(n) for n in ("gservers", "gevent", "greenlet", "httptools", "locust")),
+        "ab": tool_version(["ab", "-V"]),
         "tool": args.tool, "requests per run": args.requests, "runs per cell": args.repeat,
         "keep-alive (ab)": args.keepalive, "workload": args.workload.name, "path": args.path,
         "backend backlog": 2048, "balancer backlog": 4096, "somaxconn": somaxconn,
@@ -192,10 +179,10 @@ def environment(args: argparse.Namespace, refs: list[str], wall: float) -> dict[
                     f"{args.lb_workers} worker{'s' if args.lb_workers > 1 else ''})",
     }
     if "haproxy" in refs:
-        env["haproxy"] = (f"{first_line([rows.find_tool('haproxy') or 'haproxy', '-v'])} on "
+        env["haproxy"] = (f"{tool_version([rows.find_tool('haproxy') or 'haproxy', '-v'])} on "
                           f":{args.haproxy_port} (nbthread 1, roundrobin, http-reuse always)")
     if "nginx" in refs:
-        env["nginx"] = (f"{first_line([rows.find_tool('nginx') or 'nginx', '-v'])} on "
+        env["nginx"] = (f"{tool_version([rows.find_tool('nginx') or 'nginx', '-v'])} on "
                         f":{args.nginx_port} (1 worker, upstream keepalive 64)")
     for t in args.target:
         env[f"target {t.name}"] = f"http://{t.host}:{t.port}{t.path or args.path}"

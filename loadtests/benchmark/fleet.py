@@ -223,7 +223,8 @@ def start_https(sup: Supervisor, args: argparse.Namespace, paths: dict[str, str 
     return out
 
 
-def _version(name: str) -> str:
+def package_version(name: str) -> str:
+    """The installed version of a Python package, or "-"."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -247,8 +248,8 @@ def environment(args: argparse.Namespace, paths: dict[str, str | None],
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}"
                    " (load generator and servers share them)",
-        "python / gevent / greenlet": f"{platform.python_version()} / {_version('gevent')} / "
-                                      f"{_version('greenlet')}",
+        "python / gevent / greenlet": " / ".join(
+            [platform.python_version(), package_version("gevent"), package_version("greenlet")]),
         "ab": tool_version(["ab", "-V"]),
         "wrk version": version_of("wrk", "--version", "not available"),
         "haproxy": version_of("haproxy", "-v", "not run"),
