@@ -14,12 +14,12 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.recording_backend import RecordingBackend, fixed, held
+from tests.recording_backend import RecordingBackend, Request, fixed, held
 from tests.support import Balancer, parse_responses, read_all, start_lb, wait_until
 
 QUIET = ("--health-interval", "3600")
@@ -33,6 +33,16 @@ def get(port: int, target: str = "/", source: str = "127.0.0.1") -> int:
         data = read_all(sock, 20)
     replies = parse_responses(data, [b"GET"])
     return replies[0].status if replies else 0
+
+
+def backends_by(origins: list[RecordingBackend],
+                mark: Callable[[Request], bytes | None]) -> dict[bytes, set[int]]:
+    """Which origins (by index) received the requests of each ``mark``."""
+    where: dict[bytes, set[int]] = {}
+    for index, origin in enumerate(origins):
+        for req in origin.requests:
+            where.setdefault(mark(req) or b"?", set()).add(index)
+    return where
 
 
 def counts(origins: list[RecordingBackend]) -> list[int]:
@@ -75,10 +85,7 @@ def test_consistent_hash_keeps_each_client_on_one_backend(
                 assert get(lb.port, source=client) == 200
     finally:
         stop(lb)
-    where: dict[bytes, set[int]] = {}
-    for index, origin in enumerate(origins):
-        for req in origin.requests:
-            where.setdefault(req.header("x-forwarded-for") or b"?", set()).add(index)
+    where = backends_by(origins, lambda req: req.header("x-forwarded-for"))
     assert set(where) == {c.encode() for c in CLIENTS}
     spread = {client: sorted(backends) for client, backends in where.items()
               if len(backends) > 1}
@@ -114,11 +121,8 @@ def test_hash_keys_keep_each_key_on_one_backend(origins: list[RecordingBackend],
                 assert get_with(lb.port, target.format(n=n), header.format(n=n)) == 200
     finally:
         stop(lb)
-    where: dict[bytes, set[int]] = {}
-    for index, origin in enumerate(origins):
-        for req in origin.requests:
-            mark = (req.header("x-user") or req.header("cookie") or req.target) or b"?"
-            where.setdefault(mark, set()).add(index)
+    where = backends_by(origins, lambda req: req.header("x-user") or req.header("cookie")
+                        or req.target)
     assert len(where) == 20 and all(len(b) == 1 for b in where.values()), where
     assert len({next(iter(b)) for b in where.values()}) > 1  # not all on one backend
 
@@ -134,10 +138,7 @@ def test_without_the_key_a_request_falls_back_to_the_client(
                 assert get(lb.port, source=client) == 200
     finally:
         stop(lb)
-    where: dict[bytes, set[int]] = {}
-    for index, origin in enumerate(origins):
-        for req in origin.requests:
-            where.setdefault(req.header("x-forwarded-for") or b"?", set()).add(index)
+    where = backends_by(origins, lambda req: req.header("x-forwarded-for"))
     assert len(where) == len(CLIENTS) and all(len(b) == 1 for b in where.values())
     assert len({next(iter(b)) for b in where.values()}) > 1
 
