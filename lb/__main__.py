@@ -21,6 +21,8 @@ from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
 from lb.config import Address, LBConfig
 
 PROG = "python -m lb"
+#: Where --admin-token may come from instead (not shown by ps, unlike a flag).
+TOKEN_ENV = "GSERVERS_LB_ADMIN_TOKEN"
 
 
 def parser() -> ArgumentParser:
@@ -44,6 +46,8 @@ def load(argv: list[str] | None) -> tuple[LBConfig, str | None]:
     value raises ConfigError (usage errors still exit, as argparse does)."""
     args = parser().parse_args(argv)
     path = args.__dict__.pop("config", None)
+    if "admin_token" not in vars(args) and os.environ.get(TOKEN_ENV):
+        args.admin_token = os.environ[TOKEN_ENV]  # as if given as a flag
     return build(LBConfig, args, path), path
 
 
@@ -106,7 +110,9 @@ def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: boo
         new, _ = load(argv) if path else (config, None)
         return _supervised_ports(new) if supervised else new
 
-    return Worker(config, reload if path else None, reuse_port=supervised, ready=ready).run()
+    return Worker(config, reload if path else None, reuse_port=supervised, ready=ready,
+                  run_dir=os.environ.get("GSERVERS_LB_RUN_DIR") if supervised else None,
+                  index=int(os.environ.get("GSERVERS_LB_WORKER", "0"))).run()
 
 
 def _supervised_ports(config: LBConfig) -> LBConfig:

@@ -1,143 +1,164 @@
-# lb/admin.py -- the admin listener: /stats (JSON) and /metrics (Prometheus).
+# lb/admin.py -- the admin listener: the status page, /stats, /metrics and /backends.
 #
 # Strategy: a separate small gevent WSGI server (loopback by default, never
-# public unless asked) that reads the live state on each request: nothing is
-# counted twice, the hot path only bumps plain integers.  /metrics is
-# rendered by prometheus_client from a collector over the same figures.
+# public without a token) in each worker.  Whichever worker the kernel hands
+# a request to answers for the balancer as a whole: figures come from every
+# worker's shared block (lb.stats), and a change to a backend goes through
+# the shared table (lb.control) that every worker applies within a second.
+# JSON in, JSON out; errors are {"error": reason} with a 4xx.  With a token
+# every request must carry ``Authorization: Bearer TOKEN`` (compared in
+# constant time); without one, the page's 401 is the page itself, which
+# then asks for the token and sends it on its own requests.
 from __future__ import annotations
 
+import hmac
+import importlib.resources
 import json
-import os
-import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from lb.backends import Backends
-from lb.proxy import Proxy
+from lb.control import parse_change
+from lb.stats import Snapshot, collect
 
-STATES = ("up", "ejected", "down")
+#: The largest POST body read.
+MAX_BODY = 65536
+_JSON = "application/json"
+_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def snapshot(proxy: Proxy, backends: Backends) -> dict[str, Any]:
-    """Everything /stats shows."""
-    stats = proxy.stats
-    return {
-        "pid": os.getpid(),
-        "uptime_s": round(time.time() - stats.started, 3),
-        "policy": proxy.config.policy,
-        "totals": {
-            "requests": stats.requests,
-            "responses": {str(k): v for k, v in sorted(stats.responses.items())},
-            "retries": stats.retries,
-            "client_connections": stats.client_connections,
-            "tunnels": stats.tunnels_open,
-            "tunnels_total": stats.tunnels,
-            # Read here, when asked, not counted per request: parked client
-            # connections (no greenlet), and the greenlets running calls now.
-            "parked": len(proxy.parked),
-            "greenlets": len(proxy.pool),
-            "draining": proxy.idle.draining,
-        },
-        "backends": [{
-            "name": s.name,
-            "weight": s.weight,
-            "state": s.state,
-            "in_flight": s.in_flight,
-            "requests": s.requests,
-            "failures": s.failures,
-            "retries": s.retries,
-            "ejections": s.ejections,
-            "pool": {"idle": s.pool.idle, "connects": s.pool.connects, "reuses": s.pool.reuses},
-            "latency_ms": s.percentiles(),
-        } for s in backends.states],
-    }
+class Operations(Protocol):
+    """What the admin listener asks of its worker (lb.server.Worker)."""
+
+    def snapshot(self) -> Snapshot:
+        """The combined figures now."""
+
+    def set_backend(self, name: str, change: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply ``change`` to backend ``name`` everywhere; its new JSON, or
+        None when there is no such backend."""
+
+
+def _page() -> bytes:
+    try:
+        return (importlib.resources.files("lb") / "status.html").read_bytes()
+    except OSError:
+        return b"<!doctype html><p>the status page is not installed; see /stats</p>"
+
+
+def authorized(environ: dict, token: str | None) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (always,
+    when no token is set), compared in constant time."""
+    if token is None:
+        return True
+    scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+class _Answer(Exception):
+    """An answer other than 200 (or a 200 decided early)."""
+
+    def __init__(self, status: str, body: Any, ctype: str = _JSON,
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(status)
+        self.status, self.body, self.ctype, self.headers = status, body, ctype, headers
+
+
+def _error(status: str, reason: str, *headers: tuple[str, str]) -> _Answer:
+    return _Answer(status, {"error": reason}, _JSON, headers)
+
+
+def _body(environ: dict) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _error("400 Bad Request", "Content-Length is not a number") from None
+    if length > MAX_BODY:
+        raise _error("413 Content Too Large", f"the body is larger than {MAX_BODY} bytes")
+    return environ["wsgi.input"].read(length) if length else b""
 
 
 class _Collector:
-    def __init__(self, view: Callable[[], dict[str, Any]]) -> None:
-        self.view = view
+    """prometheus_client's view of a fresh snapshot per scrape."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
 
     def collect(self) -> Iterable[Any]:
-        snap = self.view()
-        totals = snap["totals"]
-        yield CounterMetricFamily("gservers_lb_requests", "client requests received",
-                                  value=totals["requests"])
-        responses = CounterMetricFamily("gservers_lb_responses", "responses sent, by status",
-                                        labels=["code"])
-        for code, n in totals["responses"].items():
-            responses.add_metric([code], n)
-        yield responses
-        yield CounterMetricFamily("gservers_lb_retries", "requests retried on another backend",
-                                  value=totals["retries"])
-        yield GaugeMetricFamily("gservers_lb_client_connections", "open client connections",
-                                value=totals["client_connections"])
-        yield GaugeMetricFamily("gservers_lb_parked_connections",
-                                "idle client connections parked without a greenlet",
-                                value=totals["parked"])
-        yield GaugeMetricFamily("gservers_lb_greenlets", "greenlets of the worker's pool in use",
-                                value=totals["greenlets"])
-        yield GaugeMetricFamily("gservers_lb_open_tunnels",
-                                "upgraded connections (WebSocket...) open now",
-                                value=totals["tunnels"])
-        yield CounterMetricFamily("gservers_lb_tunnels", "upgraded connections, in all",
-                                  value=totals["tunnels_total"])
-        per = {
-            "requests": CounterMetricFamily("gservers_lb_backend_requests",
-                                            "requests sent to the backend", labels=["backend"]),
-            "failures": CounterMetricFamily("gservers_lb_backend_failures",
-                                            "failed requests at the backend", labels=["backend"]),
-            "in_flight": GaugeMetricFamily("gservers_lb_backend_in_flight",
-                                           "requests in flight", labels=["backend"]),
-        }
-        up = GaugeMetricFamily("gservers_lb_backend_state", "1 for the backend's state",
-                               labels=["backend", "state"])
-        latency = GaugeMetricFamily("gservers_lb_backend_latency_seconds",
-                                    "recent upstream latency quantiles",
-                                    labels=["backend", "quantile"])
-        for b in snap["backends"]:
-            for key, family in per.items():
-                family.add_metric([b["name"]], b[key])
-            for state in STATES:
-                up.add_metric([b["name"], state], 1.0 if b["state"] == state else 0.0)
-            for q, value in b["latency_ms"].items():
-                if value is not None:
-                    latency.add_metric([b["name"], "0." + q[1:]], value / 1000)
-        yield from per.values()
-        yield up
-        yield latency
+        return collect(self.ops.snapshot())
 
 
-def make_app(view: Callable[[], dict[str, Any]]) -> Callable:
-    """The admin WSGI application over ``view()`` (a fresh snapshot per call)."""
+def make_app(ops: Operations, token: str | None = None) -> Callable:
+    """The admin WSGI application over ``ops``; ``token``: the Bearer token
+    every request must carry (None: none needed)."""
+    page = _page()
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(view))
+    registry.register(_Collector(ops))
 
-    def app(environ: dict, start_response: Callable) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
-            return [b"405 method not allowed\n"]
-        if path == "/stats":
-            body = json.dumps(view(), indent=2).encode() + b"\n"
-            ctype = "application/json"
-        elif path == "/metrics":
-            body = generate_latest(registry)
-            ctype = "text/plain; version=0.0.4; charset=utf-8"
-        else:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"404 not found: try /stats or /metrics\n"]
-        start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
-        return [body]
+    def route(method: str, path: str, environ: dict) -> _Answer:
+        if path == "/" and method in ("GET", "HEAD"):
+            return _Answer("200 OK", page, "text/html; charset=utf-8")
+        if path == "/stats" and method in ("GET", "HEAD"):
+            return _Answer("200 OK", ops.snapshot().view)
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            return _Answer("200 OK", generate_latest(registry), _METRICS)
+        if path == "/backends" and method in ("GET", "HEAD"):
+            return _Answer("200 OK", {"backends": ops.snapshot().view["backends"]})
+        if path.startswith("/backends/"):
+            return _backend(method, path[len("/backends/"):], environ)
+        if path in ("/", "/stats", "/metrics", "/backends"):
+            raise _error("405 Method Not Allowed", f"{method} is not allowed on {path}",
+                         ("Allow", "GET, HEAD"))
+        raise _error("404 Not Found", f"no {path} here: try /, /stats, /metrics or /backends")
+
+    def _backend(method: str, name: str, environ: dict) -> _Answer:
+        if method in ("GET", "HEAD"):
+            found = [b for b in ops.snapshot().view["backends"] if b["name"] == name]
+            if not found:
+                raise _error("404 Not Found", f"no backend {name}")
+            return _Answer("200 OK", found[0])
+        if method != "POST":
+            raise _error("405 Method Not Allowed", f"{method} is not allowed on a backend",
+                         ("Allow", "GET, HEAD, POST"))
+        try:
+            change = parse_change(_body(environ))
+        except ValueError as exc:
+            raise _error("400 Bad Request", str(exc)) from None
+        entry = ops.set_backend(name, change)
+        if entry is None:
+            raise _error("404 Not Found", f"no backend {name}")
+        return _Answer("200 OK", entry)
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        try:
+            if not authorized(environ, token):
+                challenge = ("WWW-Authenticate", 'Bearer realm="gservers-lb"')
+                if path == "/" and method in ("GET", "HEAD"):  # the page asks for the token
+                    raise _Answer("401 Unauthorized", page, "text/html; charset=utf-8",
+                                  (challenge,))
+                raise _error("401 Unauthorized", "a valid Authorization: Bearer token is "
+                             "required", challenge)
+            answer = route(method, path, environ)
+        except _Answer as exc:
+            answer = exc
+        body = answer.body
+        if not isinstance(body, bytes):
+            body = json.dumps(body, indent=2).encode() + b"\n"
+        start_response(answer.status, [("Content-Type", answer.ctype),
+                                       ("Content-Length", str(len(body))),
+                                       ("Cache-Control", "no-store"), *answer.headers])
+        return [body] if method != "HEAD" else [b""]
 
     return app
 
 
-def serve_admin(listener: Any, view: Callable[[], dict[str, Any]]) -> WSGIServer:
+def serve_admin(listener: Any, ops: Operations, token: str | None = None) -> WSGIServer:
     """Start the admin server on an already bound ``listener``."""
-    server = WSGIServer(listener, make_app(view), log=None, error_log=None)
+    server = WSGIServer(listener, make_app(ops, token), log=None, error_log=None)
     server.start()
     return server

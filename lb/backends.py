@@ -6,24 +6,30 @@
 # in flight, the active health verdict, passive ejection after consecutive
 # failures, and counters.  ``Backends`` keeps the list of usable backends
 # cached, rebuilt only when a verdict changes or an ejection runs out, so the
-# per-request choice costs one policy call.  Everything here runs in one
-# thread of greenlets and never blocks.
+# per-request choice costs one policy call.  Counters live in this worker's
+# shared-memory block for the backend (lb.tally), so every worker's admin
+# listener can add them up.  An operator's runtime state (ready, drain,
+# maint) and weight come from lb.control; a drained or weight-0 backend is
+# left out of the usable list, so no policy ever sees it.  Everything here
+# runs in one thread of greenlets and never blocks.
 from __future__ import annotations
 
 import logging
 import socket
 import ssl
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from lb.config import Address, LBConfig
 from lb.policies import Policy, make
+from lb.tally import HEALTH, BackendBlock, Tally
 from lb.upstream import UpstreamPool, backend_context
 
 log = logging.getLogger("lb.backends")
 
-LATENCY_SAMPLES = 2048
+#: An operator's states for a backend (lb.control): ready takes requests
+#: (if healthy), drain takes no new ones, maint takes none and is not checked.
+ADMIN_STATES = ("ready", "drain", "maint")
 
 
 def resolve(where: Address) -> tuple[int, tuple]:
@@ -41,28 +47,27 @@ def _tls(where: Address, config: LBConfig) -> ssl.SSLContext | None:
 
 
 class BackendState:
-    """One backend: address, pool, health, counters."""
+    """One backend: address, pool, health, an operator's state; its counters
+    are ``counts``, this worker's shared block for its name."""
 
-    def __init__(self, where: Address, config: LBConfig) -> None:
+    def __init__(self, where: Address, config: LBConfig, counts: BackendBlock) -> None:
         self.address = where
         self.name = str(where)
-        self.weight = where.weight
+        self.weight = where.weight  #: the weight policies use (an operator may change it)
+        self.admin_state = "ready"
+        self.counts = counts
         family, sockaddr = resolve(where)
         self.pool = UpstreamPool(family, sockaddr, config.pool_size, config.pool_idle_timeout,
                                  config.connect_timeout, config.max_per_backend,
-                                 config.response_timeout, _tls(where, config), where.host)
+                                 config.response_timeout, _tls(where, config), where.host,
+                                 counts)
         self.in_flight = 0
         self.healthy = True
         self.ejected_until = 0.0
         self.consecutive_failures = 0
-        self.requests = 0
-        self.failures = 0
-        self.retries = 0
-        self.ejections = 0
-        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
 
     @property
-    def state(self) -> str:
+    def health(self) -> str:
         """up, down (failed its health checks) or ejected (failing requests)."""
         if not self.healthy:
             return "down"
@@ -70,15 +75,17 @@ class BackendState:
             return "ejected"
         return "up"
 
-    def percentiles(self) -> dict[str, float | None]:
-        """Upstream latency p50/p90/p99 in milliseconds over recent requests."""
-        samples = sorted(self.latencies)
-        if not samples:
-            return {"p50": None, "p90": None, "p99": None}
-        def pick(q: float) -> float:
-            return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+    @property
+    def state(self) -> str:
+        """The operator's drain or maint when set, else the health."""
+        return self.admin_state if self.admin_state != "ready" else self.health
 
-        return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99)}
+    def publish(self) -> None:
+        """Write the gauges into the shared block (the counters are live)."""
+        counts = self.counts
+        counts.in_flight = self.in_flight
+        counts.idle = self.pool.idle
+        counts.health = HEALTH.index(self.health)
 
 
 class RetryBudget:
@@ -117,16 +124,17 @@ class RetryBudget:
 class Backends:
     """The backend set, its policy and the cached list of usable ones."""
 
-    def __init__(self, config: LBConfig, reuse: Iterable[BackendState] = ()) -> None:
+    def __init__(self, config: LBConfig, tally: Tally, reuse: Iterable[BackendState] = ()) -> None:
         known = {(s.address.host, s.address.port): s for s in reuse}
         self.states: list[BackendState] = []
         for where in config.backend:
             state = known.get((where.host, where.port))
             if state is None or state.address != where:  # weight or scheme changed
-                state = BackendState(where, config)
+                state = BackendState(where, config, tally.backend(str(where)))
             elif where.tls:  # a new --backend-ca counts for its new connections
                 state.pool.context = _tls(where, config)
             self.states.append(state)
+        self.policy_name = config.policy
         self.policy: Policy = make(config.policy, self.states)
         self.eject_failures = config.eject_failures
         self.fail_on_5xx = config.fail_on_5xx
@@ -138,11 +146,38 @@ class Backends:
         """A verdict changed: rebuild the usable list on the next choice."""
         self._recheck_at = 0.0
 
+    def by_name(self, name: str) -> BackendState | None:
+        """The backend called ``name`` (HOST:PORT), if it is in the set."""
+        return next((s for s in self.states if s.name == name), None)
+
+    def apply(self, control: Mapping[str, Mapping[str, object]]) -> None:
+        """Take the operator's states and weights (lb.control's table, by
+        name); backends it does not name are ready at their configured
+        weight.  maint closes the idle pooled connections."""
+        reweighed = False
+        for state in self.states:
+            entry = control.get(state.name, {})
+            admin = str(entry.get("state", "ready"))
+            weight = entry.get("weight", state.address.weight)
+            if isinstance(weight, int) and weight != state.weight:
+                state.weight = weight
+                reweighed = True
+            if admin != state.admin_state and admin in ADMIN_STATES:
+                log.info("backend %s: %s (was %s)", state.name, admin, state.admin_state)
+                state.admin_state = admin
+            state.pool.keep_idle = state.admin_state != "maint"
+            if not state.pool.keep_idle:
+                state.pool.close()
+        if reweighed:  # a ring or a schedule is built over the weights
+            self.policy = make(self.policy_name, self.states)
+        self.invalidate()
+
     def usable(self) -> Sequence[BackendState]:
-        """Backends up and not ejected, in configuration order."""
+        """Backends ready, weighted, up and not ejected, in configuration order."""
         now = time.monotonic()
         if now >= self._recheck_at:
-            self._usable = [s for s in self.states if s.healthy and s.ejected_until <= now]
+            self._usable = [s for s in self.states if s.healthy and s.ejected_until <= now
+                            and s.admin_state == "ready" and s.weight > 0]
             pending = [s.ejected_until for s in self.states if s.healthy and s.ejected_until > now]
             self._recheck_at = min(pending, default=float("inf"))
         return self._usable
@@ -160,21 +195,20 @@ class Backends:
         """``state`` gave a whole response with ``status``: a 5xx counts as its
         failure (unless --no-fail-on-5xx), anything else as a success (a 4xx
         is the client's business)."""
+        state.counts.observe(latency)
         if status >= 500 and self.fail_on_5xx:
-            state.latencies.append(latency)
             self.failed(state, f"answered {status}")
         else:
             state.consecutive_failures = 0
-            state.latencies.append(latency)
 
     def failed(self, state: BackendState, why: str) -> None:
         """A request failed at ``state``: count it, eject it if it keeps failing."""
-        state.failures += 1
+        state.counts.failures += 1
         state.consecutive_failures += 1
         if (state.consecutive_failures >= self.eject_failures
                 and state.ejected_until <= time.monotonic()):
             state.ejected_until = time.monotonic() + self.eject_time
-            state.ejections += 1
+            state.counts.ejections += 1
             # After the cool-down one more failure ejects it again at once.
             state.consecutive_failures = self.eject_failures - 1
             log.warning("backend %s ejected for %.1fs after repeated failures (%s)",

@@ -7,6 +7,7 @@
 # in ``__post_init__``; every error names the setting.
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,24 @@ def optional_address(value: Any) -> Address | None:
     return address(value)
 
 
+def token(value: Any) -> str:
+    """An admin token: 8 or more printable characters, no spaces."""
+    text = str(value)
+    if len(text) < 8 or not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("a token is 8 or more printable characters without spaces")
+    return text
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
 def policy_name(value: Any) -> str:
     """A registered balancing policy."""
     name = str(value)
@@ -191,9 +210,14 @@ class LBConfig:
                                      parse=readable_file, metavar="PEM")
     backend_insecure: bool = setting(False, "do not verify https:// backends' certificates "
                                      "(testing only)", parse=boolean)
-    admin: Address | None = setting(Address("127.0.0.1", 44445), "admin listener for /stats "
-                                    "and /metrics, or off", parse=optional_address,
-                                    metavar="HOST:PORT")
+    admin: Address | None = setting(Address("127.0.0.1", 44445), "admin listener (the status "
+                                    "page, /stats, /metrics, /backends), or off; beyond "
+                                    "loopback it needs --admin-token",
+                                    parse=optional_address, metavar="HOST:PORT")
+    admin_token: str | None = setting(None, "a secret every admin request must carry as "
+                                      "'Authorization: Bearer TOKEN' (also taken from "
+                                      "$GSERVERS_LB_ADMIN_TOKEN, which keeps it out of ps)",
+                                      parse=token, metavar="TOKEN")
     access_log: str = setting("off", "access log: a file path, - for stderr, or off", parse=str,
                               metavar="PATH")
     access_log_format: str = setting("text", "access log lines: text, or json (one object "
@@ -214,5 +238,9 @@ class LBConfig:
         if self.admin is not None and (self.admin.host, self.admin.port) == (
                 self.listen.host, self.listen.port) and self.listen.port != 0:
             raise ValueError("--admin: must differ from --listen")
+        if self.admin is not None and self.admin_token is None and not loopback(self.admin.host):
+            raise ValueError(f"--admin: {self.admin} is not a loopback address; anyone who "
+                             "reaches it could drain the backends: set --admin-token (or "
+                             "GSERVERS_LB_ADMIN_TOKEN), or keep it on 127.0.0.1")
         if self.keyfile is not None and self.certfile is None:
             raise ValueError("--keyfile: needs --certfile")

@@ -9,7 +9,9 @@
 # one check.  Idle pooled connections past their timeout are reaped on the
 # same tick.  A check connects as requests do (state.pool.connect), so an
 # https:// backend is checked over TLS, its certificate verified; why a
-# check failed is said when the backend goes down.
+# check failed is said when the backend goes down.  A backend an operator put
+# in maintenance (lb.control) is not checked; its first check after it comes
+# back counts as enough either way, as at start.
 from __future__ import annotations
 
 import logging
@@ -82,6 +84,9 @@ class HealthChecker:
             backends = self.get_backends()
             group = Group()
             for state in backends.states:
+                if state.admin_state == "maint":
+                    self._passes.pop(id(state), None)
+                    continue
                 group.spawn(self._check, backends, state)
                 state.pool.reap()
             group.join()

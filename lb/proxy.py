@@ -45,6 +45,7 @@ from lb.hashkey import key_for
 from lb.parking import PARK_AFTER, Parking
 from lb.relay import Outcome, Relay
 from lb.rewrite import upstream_request, wants_upgrade
+from lb.tally import WorkerBlock
 from lb.tunnel import Tunnel
 from lb.upstream import Busy, ConnectError, Upstream
 
@@ -65,22 +66,6 @@ FRESH_PARK_AFTER = 0.05
 CLIENT_LIMITS = Limits(max_head=Limits().max_head - 1024, max_headers=Limits().max_headers - 4)
 
 
-class Stats:
-    """Totals for /stats and /metrics (per-backend figures live on BackendState)."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.responses: dict[int, int] = {}
-        self.retries = 0
-        self.client_connections = 0
-        self.tunnels = 0       #: upgraded connections, in all
-        self.tunnels_open = 0  #: upgraded connections open now
-        self.started = time.time()
-
-    def count(self, status: int) -> None:
-        self.responses[status] = self.responses.get(status, 0) + 1
-
-
 class Proxy:
     """Shared state of one worker's proxy: config, backends, stats, log.
 
@@ -91,14 +76,14 @@ class Proxy:
     sockets, which the server must not close when the handler returns."""
 
     def __init__(self, config: LBConfig, backends: Backends, pool: GreenletPool,
-                 access_log: Any = None) -> None:
+                 stats: WorkerBlock, access_log: Any = None) -> None:
         """``pool``: the server's greenlet pool; a parked connection holds one
         of its slots, so --max-connections still bounds active and parked
-        connections."""
+        connections.  ``stats``: this worker's shared totals (lb.tally)."""
         self.config = config
         self.backends = backends
         self.idle = IdleConnections()
-        self.stats = Stats()
+        self.stats = stats
         self.budget = RetryBudget(config.retry_budget)
         self.access_log = access_log
         self.parked: dict[Any, Parking] = {}  #: socket -> its connection's Parking
@@ -251,7 +236,7 @@ class _ClientConnection:
             outcome = self._attempt(backend, head, body, expect)
             reached = reached or not outcome.unreachable
             if outcome.retry and len(tried) <= config.retries and proxy.budget.withdraw():
-                backend.retries += 1
+                backend.counts.retries += 1
                 proxy.stats.retries += 1
                 continue
             return backend, outcome
@@ -293,7 +278,7 @@ class _ClientConnection:
             return Outcome(retry=True, error=HttpError(503, "backend unreachable"),
                            unreachable=True)
         backend.in_flight += 1
-        backend.requests += 1
+        backend.counts.requests += 1
         clean = False
         try:
             outcome, clean = self._exchange(upstream, backend, head, body, expect)

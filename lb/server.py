@@ -10,11 +10,16 @@
 # --certfile the listener speaks TLS: each accepted connection is handshaken
 # in its own handler greenlet (gservers.net.tls.accept, under
 # --handshake-timeout) and then proxied exactly as a plain one; a reload
-# re-reads the certificate and key, for the handshakes that follow.
+# re-reads the certificate and key, for the handshakes that follow.  Every
+# control.TICK seconds a greenlet writes the worker's gauges into its shared
+# block (lb.tally) and applies the operator's table (lb.control) if another
+# worker changed it.  The run directory holding both is the supervisor's
+# (``run_dir``) or, for a lone worker, its own, removed when it stops.
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -29,11 +34,14 @@ from gservers.net.listen import bind, bound_port
 from gservers.net.server import Server, tune_gevent
 from gservers.net.tls import accept, server_context
 from gservers.settings import ConfigError
-from lb.admin import serve_admin, snapshot
+from lb.admin import serve_admin
 from lb.backends import Backends
 from lb.config import LBConfig
+from lb.control import TICK, Control
 from lb.health import HealthChecker
 from lb.proxy import SERVER, Proxy
+from lb.stats import Snapshot, snapshot
+from lb.tally import Tally, run_directory
 
 log = logging.getLogger("lb")
 
@@ -51,7 +59,8 @@ class Worker:
     """Everything one balancer process runs."""
 
     def __init__(self, config: LBConfig, reload: Callable[[], LBConfig] | None = None,
-                 reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+                 reuse_port: bool = False, ready: Callable[[], None] | None = None,
+                 run_dir: str | None = None, index: int = 0) -> None:
         tune_gevent()
         self.config = config
         self.reload_config = reload
@@ -64,7 +73,13 @@ class Worker:
                                        gsocket.socket, reuse_port)
         self.pool = GreenletPool(config.max_connections)
         self.tls = server_context(config.certfile, config.keyfile) if config.certfile else None
-        self.proxy = Proxy(config, Backends(config), self.pool,
+        self.own_dir = run_dir is None
+        self.run_dir = run_dir or run_directory()
+        self.tally = Tally(self.run_dir, index)
+        self.control = Control(self.run_dir)
+        backends = Backends(config, self.tally)
+        backends.apply(self.control.poll() or {})  # a restarted worker takes the states on
+        self.proxy = Proxy(config, backends, self.pool, self.tally.worker,
                            open_access_log(config.access_log))
         # Parked (idle, greenlet-less) connections hold a pool slot and stay
         # open when their handler returns; see lb.proxy.Proxy.
@@ -84,8 +99,33 @@ class Worker:
         if conn is not None:
             self.proxy.handle(conn, address)
 
-    def view(self) -> dict[str, Any]:
-        return snapshot(self.proxy, self.proxy.backends)
+    def publish(self) -> None:
+        """Write this worker's gauges into its shared block."""
+        block, proxy = self.tally.worker, self.proxy
+        block.parked, block.greenlets = len(proxy.parked), len(proxy.pool)
+        block.draining = proxy.idle.draining
+        for state in proxy.backends.states:
+            state.publish()
+
+    def snapshot(self) -> Snapshot:
+        """The balancer's figures, all workers' (for the admin listener)."""
+        self.publish()
+        return snapshot(self.run_dir, self.proxy.backends)
+
+    def set_backend(self, name: str, change: dict[str, Any]) -> dict[str, Any] | None:
+        """Change backend ``name``'s runtime state or weight, for every worker."""
+        if self.proxy.backends.by_name(name) is None:
+            return None
+        self.proxy.backends.apply(self.control.change(name, change))
+        return next(b for b in self.snapshot().view["backends"] if b["name"] == name)
+
+    def _ticks(self) -> None:
+        while True:
+            gevent.sleep(TICK)
+            table = self.control.poll()
+            if table is not None:
+                self.proxy.backends.apply(table)
+            self.publish()
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the exit code."""
@@ -94,7 +134,8 @@ class Worker:
         gevent.signal_handler(signal.SIGHUP, self._hup.set)
         self.server.start()
         self.health.start()
-        admin = serve_admin(self.admin_listener, self.view) if self.admin_listener else None
+        admin = (serve_admin(self.admin_listener, self, self.config.admin_token)
+                 if self.admin_listener else None)
         cfg = self.config
         # Under a supervisor only the master says "listening on", once all are up.
         log.info("lb %s %s://%s:%d (pid %d, policy %s, backends %s%s)",
@@ -106,12 +147,15 @@ class Worker:
                  if admin else "")
         if self.ready:
             self.ready()
-        reloader = gevent.spawn(self._reloads)
+        helpers = [gevent.spawn(self._reloads), gevent.spawn(self._ticks)]
         self._stop.wait()
-        reloader.kill(block=False)
+        for helper in helpers:
+            helper.kill(block=False)
         self._drain()
         if admin is not None:
             admin.stop(timeout=1)
+        if self.own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         return 0
 
     def _reloads(self) -> None:
@@ -130,7 +174,8 @@ class Worker:
             tls = self.tls
             if tls is not None and new.certfile:  # re-read: a renewed certificate counts
                 tls = server_context(new.certfile, new.keyfile)
-            backends = Backends(new, reuse=self.proxy.backends.states)
+            backends = Backends(new, self.tally, reuse=self.proxy.backends.states)
+            backends.apply(self.control.poll() or self.control.table)  # they outlive a reload
         except (ConfigError, ValueError) as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return

@@ -16,6 +16,8 @@
 # connections (gservers.net.tls: the handshake is part of connecting, and a
 # failed one -- a certificate that does not verify -- is a ConnectError);
 # pooled TLS connections save the handshake as plain ones save the connect.
+# Connects and reuses are counted into ``counts`` (the backend's shared
+# block, lb.tally), so they survive a pool being replaced on reload.
 from __future__ import annotations
 
 import functools
@@ -24,6 +26,8 @@ import socket
 import ssl
 import time
 from collections import deque
+from types import SimpleNamespace
+from typing import Any
 
 from gevent.lock import BoundedSemaphore
 
@@ -82,7 +86,10 @@ class UpstreamPool:
 
     def __init__(self, family: int, sockaddr: tuple, max_idle: int, idle_timeout: float,
                  connect_timeout: float, max_busy: int = 0, queue_timeout: float = 10.0,
-                 context: ssl.SSLContext | None = None, hostname: str = "") -> None:
+                 context: ssl.SSLContext | None = None, hostname: str = "",
+                 counts: Any = None) -> None:
+        """``counts``: where ``connects`` and ``reuses`` are counted (an
+        object with those two attributes; by default a private one)."""
         self.family = family
         self.context = context
         self.hostname = hostname
@@ -96,8 +103,19 @@ class UpstreamPool:
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self._idle: deque[tuple[Upstream, float]] = deque()
-        self.connects = 0      #: new connections made
-        self.reuses = 0        #: requests sent on a pooled connection
+        self.counts = counts if counts is not None else SimpleNamespace(connects=0, reuses=0)
+        #: False while the backend is in maintenance: what comes back is closed.
+        self.keep_idle = True
+
+    @property
+    def connects(self) -> int:
+        """New connections made."""
+        return int(self.counts.connects)
+
+    @property
+    def reuses(self) -> int:
+        """Requests sent on a pooled connection."""
+        return int(self.counts.reuses)
 
     @property
     def idle(self) -> int:
@@ -121,7 +139,7 @@ class UpstreamPool:
         except OSError as exc:
             reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
             raise ConnectError(reason) from None
-        self.connects += 1
+        self.counts.connects += 1
         return sock
 
     def acquire(self) -> tuple[Upstream, bool]:
@@ -147,7 +165,7 @@ class UpstreamPool:
             if idle:
                 conn = idle.pop()[0]
                 if not conn.sock.readable():
-                    self.reuses += 1
+                    self.counts.reuses += 1
                     return conn, True
                 conn.close()
         return Upstream(self.connect()), False
@@ -156,7 +174,7 @@ class UpstreamPool:
         """Give back a connection whose last response ended cleanly."""
         if self.slots is not None:
             self.slots.release()
-        if len(self._idle) < self.max_idle:
+        if self.keep_idle and len(self._idle) < self.max_idle:
             self._idle.append((conn, time.monotonic()))
         else:
             conn.close()

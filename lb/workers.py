@@ -8,12 +8,16 @@
 # drain; SIGHUP is passed on and each worker reloads; a worker that dies
 # unexpectedly is replaced (with a pause if it dies straight away again).
 # Over TLS nothing differs here: each worker loads the certificate itself
-# and handshakes its own connections.
+# and handshakes its own connections.  The master makes the run directory
+# where the workers keep their shared counters and the operator's table
+# (lb.tally, lb.control), so a replaced worker's counts stay counted and
+# its successor takes the table on; it removes the directory at the end.
 from __future__ import annotations
 
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +26,7 @@ import time
 
 from gservers.net.listen import ListenError, bind
 from lb.config import LBConfig
+from lb.tally import run_directory
 
 log = logging.getLogger("lb.master")
 
@@ -29,6 +34,7 @@ WORKER_ENV = "GSERVERS_LB_WORKER"
 READY_ENV = "GSERVERS_LB_READY_FD"
 PORT_ENV = "GSERVERS_LB_PORT"
 ADMIN_PORT_ENV = "GSERVERS_LB_ADMIN_PORT"
+RUN_DIR_ENV = "GSERVERS_LB_RUN_DIR"
 
 
 class Supervisor:
@@ -43,6 +49,7 @@ class Supervisor:
             self.reserved.append(self._reserve(config.admin.host, config.admin.port))
         self.port = self.reserved[0].getsockname()[1]
         self.admin_port = self.reserved[1].getsockname()[1] if config.admin else 0
+        self.run_dir = run_directory()
         self.workers: dict[int, tuple[int, subprocess.Popen, float]] = {}
         self.signals: list[int] = []
 
@@ -65,7 +72,8 @@ class Supervisor:
     def _spawn(self, index: int) -> subprocess.Popen:
         ready_r, ready_w = os.pipe()
         env = {**os.environ, WORKER_ENV: str(index), READY_ENV: str(ready_w),
-               PORT_ENV: str(self.port), ADMIN_PORT_ENV: str(self.admin_port)}
+               PORT_ENV: str(self.port), ADMIN_PORT_ENV: str(self.admin_port),
+               RUN_DIR_ENV: self.run_dir}
         proc = subprocess.Popen([sys.executable, "-m", "lb", *self.argv], env=env,
                                 pass_fds=(ready_w,))
         os.close(ready_w)
@@ -130,5 +138,6 @@ class Supervisor:
                 proc.wait()
         for sock in self.reserved:
             sock.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("stopped")
         return 0

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -273,17 +274,47 @@ def interrupt_on(*signums: int) -> None:
 class Balancer:
     """A running balancer and its admin listener."""
 
-    def __init__(self, process: Process, admin_port: int | None) -> None:
+    def __init__(self, process: Process, admin_port: int | None,
+                 token: str | None = None) -> None:
         self.server = process
         self.admin_port = admin_port
+        self.token = token  #: sent as a Bearer token on admin requests when set
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    def admin(self, method: str, path: str, body: Any = None,
+              token: str | None = None) -> tuple[int, Any]:
+        """One admin request: (status, its JSON, or its text when not JSON).
+        ``body``: a value sent as JSON, or bytes as they are."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}", data,
+                                         method=method)
+        if token or self.token:
+            request.add_header("Authorization", f"Bearer {token or self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+    def set_backend(self, name: str, **change: Any) -> dict[str, Any]:
+        """POST /backends/NAME; the backend's new JSON (raises on a non-200)."""
+        status, answer = self.admin("POST", f"/backends/{name}", change)
+        if status != 200:
+            raise RuntimeError(f"POST /backends/{name} {change}: {status} {answer}")
+        return answer
+
     def _get(self, path: str) -> bytes:
-        url = f"http://{HOST}:{self.admin_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.read()
 
     def stats(self) -> dict[str, Any]:

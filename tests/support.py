@@ -202,11 +202,12 @@ def wait_port_closed(port: int, timeout: float = 10.0) -> bool:
 
 
 def start_lb(*args: str, backends: list[int] | None = None, admin: bool = True,
-             timeout: float = 30.0) -> Balancer:
+             timeout: float = 30.0, env: dict[str, str] | None = None) -> Balancer:
     """``python -m lb`` on a free port over ``backends`` (ports on 127.0.0.1),
-    with its admin listener on a free port too (unless ``admin`` is False)."""
+    with its admin listener on a free port too (unless ``admin`` is False);
+    ``env``: added to the environment."""
     return Supervisor().balancer(*args, backends=backends or [], admin=admin, timeout=timeout,
-                                 cwd=str(ROOT))
+                                 cwd=str(ROOT), env=env)
 
 
 def time_wait_port() -> int:

@@ -356,7 +356,8 @@ def test_admin_listener_is_loopback_by_default(procs: Procs) -> None:
     helped = run_cli("lb", "--help")
     assert helped.returncode == 0
     text = " ".join(helped.stdout.split())
-    assert "admin listener for /stats and /metrics, or off (default: 127.0.0.1:44445)" in text
+    assert "admin listener (the status page, /stats, /metrics, /backends), or off" in text
+    assert "token (default: 127.0.0.1:44445)" in text
     assert "(default: 127.0.0.1:44444)" in text  # the proxy listener too
     # The log line of a running balancer names where its admin listener is.
     backend = procs.backend()
