@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["gservers", "gservers.*", "lb", "lb.*",
                                     "loadtests", "loadtests.*"]),
-    package_data={"gservers": ["site/*.html", "site/images/*"]},
+    package_data={"gservers": ["site/*.html", "site/images/*"], "lb": ["status.html"]},
     install_requires=[
         "gevent>=24.2",
         "greenlet>=3.0",
@@ -25,7 +25,7 @@ setup(
         "loadtest": ["locust>=2.30", "matplotlib>=3.8"],
         # The test suite and its lint step (scripts/test installs both extras).
         "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "h11>=0.14",
-                 "ruff>=0.6", "websockets>=12", "trustme>=1.1"],
+                 "ruff>=0.6", "websockets>=12", "trustme>=1.1", "selenium>=4.15"],
     },
     entry_points={
         "console_scripts": [

@@ -5,7 +5,7 @@
 #                        makes sure this checkout is installed in it (editable)
 #                        with EXTRAS ("loadtest" or "loadtest,test").
 #   gs_tools PROFILE     makes sure the programs PROFILE needs are there
-#                        (sweep, test, benchmark); see gs_tools below.
+#                        (sweep, test, benchmark, screenshot); see gs_tools below.
 #
 # Which interpreter: $PYTHON when set; else the virtual environment the user
 # activated ($VIRTUAL_ENV); else the project's own venv, .venv/ in the
@@ -147,7 +147,11 @@ gs_tools() {
     test) rows=("ab|apache2-utils|required"
                 "ip|iproute2|the network-namespace tests are skipped"
                 "haproxy|haproxy|the haproxy config test is skipped"
-                "nginx|nginx-light nginx|the nginx config test is skipped") ;;
+                "nginx|nginx-light nginx|the nginx config test is skipped"
+                "chromium|chromium|the status page browser test is skipped"
+                "chromedriver|chromium-driver|the status page browser test is skipped") ;;
+    screenshot) rows=("chromium|chromium|required"
+                      "chromedriver|chromium-driver|required") ;;
     benchmark) rows=("ab|apache2-utils|required"
                      "haproxy|haproxy|the haproxy rows are skipped"
                      "nginx|nginx-light nginx|the nginx rows are skipped"
