@@ -25,11 +25,14 @@ import ctypes
 import glob
 import mmap
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAGIC = b"gslbtly1"
+PREFIX = "gservers-lb-"  #: run directories' names begin so
 #: Backend names one worker file has room for (a reload that brings new
 #: names takes new blocks; names that come back reuse theirs).
 MAX_BACKENDS = 256
@@ -104,13 +107,38 @@ _BLOCK = ctypes.sizeof(BackendBlock)
 SIZE = _HEADER + MAX_BACKENDS * _BLOCK
 
 
-def run_directory() -> str:
-    """A new private directory for a balancer's files (in memory if it can)."""
-    import tempfile
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a worker that died and was not reaped yet is a zombie
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
 
+
+def run_directory() -> str:
+    """A new private directory for a balancer's files (in memory if it can),
+    after removing those whose balancer died without removing its own (a
+    SIGKILL): each holds the PID that made it."""
     shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="gservers-lb-", dir=where)
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    for stale in glob.glob(os.path.join(where, f"{PREFIX}*")):
+        try:
+            with open(os.path.join(stale, "owner"), encoding="ascii") as f:
+                owner = int(f.read())
+        except (OSError, ValueError):
+            continue  # not one of ours to judge (another user's, or being made)
+        if not _alive(owner):
+            shutil.rmtree(stale, ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=PREFIX, dir=where)
+    with open(os.path.join(path, "owner"), "w", encoding="ascii") as f:
+        f.write(str(os.getpid()))
+    return path
 
 
 def _create(directory: str) -> tuple[int, str]:
@@ -163,20 +191,6 @@ class WorkerFigures:
     worker: WorkerBlock
     backends: dict[str, BackendBlock]
     alive: bool
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a worker that died and was not reaped yet is a zombie
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
 
 
 def read_all(directory: str) -> Iterator[WorkerFigures]:

@@ -36,7 +36,9 @@ def backends() -> Iterator[list[Server]]:
 
 def balancer(backends: list[Server], *args: str) -> Balancer:
     lb = start_lb("--workers", "2", *args, backends=[b.port for b in backends])
-    assert wait_until(lambda: lb.stats()["workers_alive"] == 2, timeout=20)
+    if not wait_until(lambda: lb.stats()["workers_alive"] == 2, timeout=20):
+        lb.server.stop()
+        pytest.fail(f"/stats never counted two workers alive: {lb.stats()['workers']}")
     return lb
 
 

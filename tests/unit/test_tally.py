@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +27,15 @@ import lb
 from lb.backends import Backends
 from lb.config import Address, LBConfig
 from lb.stats import snapshot
-from lb.tally import BOUNDS, BackendBlock, Tally, WorkerBlock, quantiles, read_all
+from lb.tally import (
+    BOUNDS,
+    BackendBlock,
+    Tally,
+    WorkerBlock,
+    quantiles,
+    read_all,
+    run_directory,
+)
 
 ROOT = Path(lb.__file__).resolve().parent.parent  # the tree whose lb is under test
 A, B = "127.0.0.1:65001", "127.0.0.1:65002"
@@ -210,3 +219,18 @@ def test_snapshot_sums_counters_over_all_and_gauges_over_the_living(tmp_path: Pa
     assert [w["alive"] for w in after.view["workers"]] == [True, False]
     assert after.view["workers"][1]["client_connections"] == 0
     assert all(s.pool.connects == 0 for s in backends.states)  # nothing was dialled
+
+
+def test_a_dead_balancers_run_directory_is_swept_and_a_living_ones_kept() -> None:
+    made = subprocess.run([sys.executable, "-c", "from lb.tally import run_directory; "
+                           "print(run_directory())"], capture_output=True, text=True,
+                          cwd=ROOT, check=True).stdout.strip()
+    assert os.path.isdir(made)  # its maker exited (as after a SIGKILL) without removing it
+    mine = run_directory()
+    try:
+        assert not os.path.exists(made)
+        again = run_directory()
+        assert os.path.isdir(mine)  # its maker (this process) is alive
+        shutil.rmtree(again)
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
