@@ -108,8 +108,9 @@ class Worker:
             state.publish()
 
     def snapshot(self) -> Snapshot:
-        """The balancer's figures, all workers' (for the admin listener)."""
-        self.publish()
+        """The balancer's figures, all workers' (for the admin listener);
+        an operator's change made through another worker shows at once."""
+        self.refresh()
         return snapshot(self.run_dir, self.proxy.backends)
 
     def set_backend(self, name: str, change: dict[str, Any]) -> dict[str, Any] | None:
@@ -119,13 +120,18 @@ class Worker:
         self.proxy.backends.apply(self.control.change(name, change))
         return next(b for b in self.snapshot().view["backends"] if b["name"] == name)
 
+    def refresh(self) -> None:
+        """Take up an operator's change made through another worker, then
+        write the gauges."""
+        table = self.control.poll()
+        if table is not None:
+            self.proxy.backends.apply(table)
+        self.publish()
+
     def _ticks(self) -> None:
         while True:
             gevent.sleep(TICK)
-            table = self.control.poll()
-            if table is not None:
-                self.proxy.backends.apply(table)
-            self.publish()
+            self.refresh()
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; return the exit code."""

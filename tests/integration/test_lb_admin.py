@@ -114,6 +114,8 @@ def test_drain_then_ready_moves_new_requests_in_every_worker(
     try:
         entry = lb.set_backend(name(origins[0]), state="drain")
         assert (entry["state"], entry["admin_state"], entry["health"]) == ("drain", "drain", "up")
+        # Whichever worker answers /stats shows the change at once.
+        assert [lb.stats()["backends"][0]["state"] for _ in range(20)] == ["drain"] * 20
         time.sleep(SETTLE)
         before = counts(origins)
         for _ in range(40):
