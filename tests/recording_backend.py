@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tests.support import HeaderAccess
@@ -345,3 +346,19 @@ def held(release: threading.Event, inner: Responder, target: bytes = b"/slow",
             release.wait(timeout)
         return inner(req)
     return respond
+
+
+@contextmanager
+def running(n: int) -> Iterator[list[RecordingBackend]]:
+    """``n`` recording origins, stopped on the way out."""
+    made = [RecordingBackend() for _ in range(n)]
+    try:
+        yield made
+    finally:
+        for origin in made:
+            origin.stop()
+
+
+def counts(origins: list[RecordingBackend]) -> list[int]:
+    """Proxied requests each origin received, in order."""
+    return [len(o.requests) for o in origins]

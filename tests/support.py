@@ -210,6 +210,23 @@ def start_lb(*args: str, backends: list[int] | None = None, admin: bool = True,
                                  cwd=str(ROOT), env=env)
 
 
+def get_status(port: int, target: str = "/", source: str = "127.0.0.1") -> int:
+    """GET ``target`` on a fresh connection from address ``source``; the
+    status (0: no answer)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        replies = parse_responses(read_all(sock, 20), [b"GET"])
+    return replies[0].status if replies else 0
+
+
+def stop_clean(lb: Balancer) -> None:
+    """Stop a balancer and check it stopped cleanly: exit code 0, no traceback."""
+    code = lb.server.stop()
+    assert "Traceback" not in lb.server.log, lb.server.log
+    assert code == 0
+
+
 def time_wait_port() -> int:
     """A port of 127.0.0.1 that only a TIME_WAIT socket holds, nothing
     listening: a client socket bound to it without SO_REUSEADDR (as the

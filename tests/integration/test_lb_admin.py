@@ -9,37 +9,23 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.recording_backend import RecordingBackend
-from tests.support import Balancer, parse_responses, read_all, run_cli, start_lb, wait_until
+from tests.recording_backend import RecordingBackend, counts, running
+from tests.support import Balancer, get_status, run_cli, start_lb, stop_clean, wait_until
 
 SETTLE = 1.0  #: the promise: a change holds in every worker within a second
 TOKEN = "s3cret-admin-token"
 
 
-def get(port: int, target: str = "/") -> int:
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        replies = parse_responses(read_all(sock, 20), [b"GET"])
-    return replies[0].status if replies else 0
-
-
-def counts(origins: list[RecordingBackend]) -> list[int]:
-    return [len(o.requests) for o in origins]
-
-
 @pytest.fixture
 def origins() -> Iterator[list[RecordingBackend]]:
-    made = [RecordingBackend() for _ in range(2)]
-    yield made
-    for origin in made:
-        origin.stop()
+    with running(2) as made:
+        yield made
 
 
 def balancer(origins: list[RecordingBackend], *args: str, weights: tuple[int, ...] = ()
@@ -53,12 +39,6 @@ def balancer(origins: list[RecordingBackend], *args: str, weights: tuple[int, ..
     return lb
 
 
-def stop(lb: Balancer) -> None:
-    code = lb.server.stop()
-    assert "Traceback" not in lb.server.log, lb.server.log
-    assert code == 0
-
-
 def name(origin: RecordingBackend) -> str:
     return f"127.0.0.1:{origin.port}"
 
@@ -67,7 +47,7 @@ def test_backends_lists_state_weight_health_and_figures(origins: list[RecordingB
     lb = balancer(origins, weights=(3, 1))
     try:
         for _ in range(8):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         status, listing = lb.admin("GET", "/backends")
         assert status == 200
         got = {b["name"]: b for b in listing["backends"]}
@@ -80,7 +60,7 @@ def test_backends_lists_state_weight_health_and_figures(origins: list[RecordingB
         assert status == 200 and one["requests"] == got[name(origins[1])]["requests"]
         assert set(one) == set(first)
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 @pytest.mark.parametrize(("body", "reason"), [
@@ -105,7 +85,7 @@ def test_a_bad_change_is_a_400_with_the_reason_and_changes_nothing(
         assert status == 405
         assert {b["admin_state"] for b in lb.stats()["backends"]} == {"ready"}
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_drain_then_ready_moves_new_requests_in_every_worker(
@@ -119,7 +99,7 @@ def test_drain_then_ready_moves_new_requests_in_every_worker(
         time.sleep(SETTLE)
         before = counts(origins)
         for _ in range(40):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         after = counts(origins)
         assert after[0] == before[0] and after[1] == before[1] + 40
         assert lb.stats()["backends"][0]["state"] == "drain"
@@ -127,42 +107,42 @@ def test_drain_then_ready_moves_new_requests_in_every_worker(
         lb.set_backend(name(origins[0]), state="ready")
         time.sleep(SETTLE)
         for _ in range(40):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         moved = [a - b for a, b in zip(counts(origins), after, strict=True)]
         assert sum(moved) == 40 and abs(moved[0] - 20) <= 2, moved  # each worker alternates
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_weight_changed_at_runtime_shows_in_the_split(origins: list[RecordingBackend]) -> None:
     lb = balancer(origins, "--policy", "weighted_round_robin", weights=(3, 1))
     try:
         for _ in range(80):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         first = counts(origins)
         assert abs(first[0] - 60) <= 4, first  # 3:1, within each worker's turn
         entry = lb.set_backend(name(origins[0]), weight=1)
         assert (entry["weight"], entry["configured_weight"]) == (1, 3)
         time.sleep(SETTLE)
         for _ in range(80):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         second = [a - b for a, b in zip(counts(origins), first, strict=True)]
         assert abs(second[0] - 40) <= 4, second  # 1:1
         lb.set_backend(name(origins[1]), weight=0)  # no new requests, like drain
         time.sleep(SETTLE)
         third = counts(origins)
         for _ in range(20):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         assert [a - b for a, b in zip(counts(origins), third, strict=True)] == [20, 0]
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_maint_closes_the_pool_and_stops_health_checks(origins: list[RecordingBackend]) -> None:
     lb = balancer(origins, "--health-interval", "0.2")
     try:
         for _ in range(20):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         target = origins[0]
         assert any(not c.closed for c in target.proxied_connections())  # pooled, kept open
         entry = lb.set_backend(name(target), state="maint")
@@ -179,10 +159,10 @@ def test_maint_closes_the_pool_and_stops_health_checks(origins: list[RecordingBa
         time.sleep(SETTLE)
         before = counts(origins)[0]
         for _ in range(10):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         assert counts(origins)[0] > before
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_a_reload_keeps_the_runtime_states(origins: list[RecordingBackend],
@@ -204,10 +184,10 @@ def test_a_reload_keeps_the_runtime_states(origins: list[RecordingBackend],
         assert (first["state"], first["weight"]) == ("drain", 7)
         before = counts(origins)
         for _ in range(20):
-            assert get(lb.port) == 200
+            assert get_status(lb.port) == 200
         assert counts(origins)[0] == before[0]
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_a_token_is_required_on_every_admin_request(origins: list[RecordingBackend]) -> None:
@@ -225,7 +205,7 @@ def test_a_token_is_required_on_every_admin_request(origins: list[RecordingBacke
         lb.token = TOKEN
         assert lb.set_backend(name(origins[0]), state="drain")["state"] == "drain"
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 def test_the_token_may_come_from_the_environment(origins: list[RecordingBackend]) -> None:
@@ -235,7 +215,7 @@ def test_the_token_may_come_from_the_environment(origins: list[RecordingBackend]
         assert lb.admin("GET", "/stats", token=TOKEN)[0] == 200
         assert TOKEN not in " ".join(lb.server.popen.args)  # not on the command line
     finally:
-        stop(lb)
+        stop_clean(lb)
 
 
 @pytest.mark.parametrize("admin", ["0.0.0.0:0", "[::]:0", "example.org:44445"])

@@ -19,20 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.recording_backend import RecordingBackend, Request, fixed, held
-from tests.support import Balancer, parse_responses, read_all, start_lb, wait_until
+from tests.recording_backend import RecordingBackend, Request, counts, fixed, held, running
+from tests.support import (
+    Balancer,
+    get_status,
+    parse_responses,
+    read_all,
+    start_lb,
+    stop_clean,
+    wait_until,
+)
 
 QUIET = ("--health-interval", "3600")
-
-
-def get(port: int, target: str = "/", source: str = "127.0.0.1") -> int:
-    """GET ``target`` on a fresh connection from ``source``; the status (0: none)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20,
-                                  source_address=(source, 0)) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        data = read_all(sock, 20)
-    replies = parse_responses(data, [b"GET"])
-    return replies[0].status if replies else 0
 
 
 def backends_by(origins: list[RecordingBackend],
@@ -45,16 +43,10 @@ def backends_by(origins: list[RecordingBackend],
     return where
 
 
-def counts(origins: list[RecordingBackend]) -> list[int]:
-    return [len(o.requests) for o in origins]
-
-
 @pytest.fixture
 def origins() -> Iterator[list[RecordingBackend]]:
-    made = [RecordingBackend() for _ in range(3)]
-    yield made
-    for origin in made:
-        origin.stop()
+    with running(3) as made:
+        yield made
 
 
 def balancer(origins: list[RecordingBackend], *args: str) -> Balancer:
@@ -62,12 +54,6 @@ def balancer(origins: list[RecordingBackend], *args: str) -> Balancer:
     for origin in origins:
         origin.wait_health_check()
     return lb
-
-
-def stop(lb: Balancer) -> None:
-    code = lb.server.stop()
-    assert "Traceback" not in lb.server.log, lb.server.log
-    assert code == 0
 
 
 # -- consistent_hash --------------------------------------------------------------------
@@ -82,9 +68,9 @@ def test_consistent_hash_keeps_each_client_on_one_backend(
     try:
         for _ in range(PER_CLIENT):
             for client in CLIENTS:
-                assert get(lb.port, source=client) == 200
+                assert get_status(lb.port, source=client) == 200
     finally:
-        stop(lb)
+        stop_clean(lb)
     where = backends_by(origins, lambda req: req.header("x-forwarded-for"))
     assert set(where) == {c.encode() for c in CLIENTS}
     spread = {client: sorted(backends) for client, backends in where.items()
@@ -120,7 +106,7 @@ def test_hash_keys_keep_each_key_on_one_backend(origins: list[RecordingBackend],
             for n in range(20):
                 assert get_with(lb.port, target.format(n=n), header.format(n=n)) == 200
     finally:
-        stop(lb)
+        stop_clean(lb)
     where = backends_by(origins, lambda req: req.header("x-user") or req.header("cookie")
                         or req.target)
     assert len(where) == 20 and all(len(b) == 1 for b in where.values()), where
@@ -135,9 +121,9 @@ def test_without_the_key_a_request_falls_back_to_the_client(
     try:
         for _ in range(2):
             for client in CLIENTS:
-                assert get(lb.port, source=client) == 200
+                assert get_status(lb.port, source=client) == 200
     finally:
-        stop(lb)
+        stop_clean(lb)
     where = backends_by(origins, lambda req: req.header("x-forwarded-for"))
     assert len(where) == len(CLIENTS) and all(len(b) == 1 for b in where.values())
     assert len({next(iter(b)) for b in where.values()}) > 1
@@ -148,9 +134,9 @@ def test_without_the_key_a_request_falls_back_to_the_client(
 def test_random_two_uses_several_backends(origins: list[RecordingBackend]) -> None:
     lb = balancer(origins, "--policy", "random_two")
     try:
-        statuses = [get(lb.port) for _ in range(60)]
+        statuses = [get_status(lb.port) for _ in range(60)]
     finally:
-        stop(lb)
+        stop_clean(lb)
     assert statuses == [200] * 60
     seen = counts(origins)
     assert sum(seen) == 60
@@ -165,18 +151,18 @@ def test_least_connections_avoids_the_busy_backend(origins: list[RecordingBacken
         origin.responder = held(release, fixed())
     lb = balancer(origins, "--policy", "least_connections")
     slow: list[int] = []
-    client = threading.Thread(target=lambda: slow.append(get(lb.port, "/slow")), daemon=True)
+    client = threading.Thread(target=lambda: slow.append(get_status(lb.port, "/slow")), daemon=True)
     try:
         client.start()
         assert wait_until(lambda: any(o.requests for o in origins), timeout=20)
         busy = next(i for i, o in enumerate(origins) if o.requests)
-        statuses = [get(lb.port, "/fast") for _ in range(12)]
+        statuses = [get_status(lb.port, "/fast") for _ in range(12)]
         seen = counts(origins)
         release.set()
         client.join(30)
     finally:
         release.set()
-        stop(lb)
+        stop_clean(lb)
     assert statuses == [200] * 12
     assert slow == [200]
     assert seen[busy] == 1, f"a new request went to the backend holding one in flight: {seen}"
@@ -191,7 +177,7 @@ def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
     config.write_text(f'backend = ["127.0.0.1:{old.port}"]\n')
     lb = start_lb(*QUIET, "--workers", "2", "--config", str(config))
     try:
-        before = [get(lb.port) for _ in range(20)]
+        before = [get_status(lb.port) for _ in range(20)]
         assert before == [200] * 20
         assert (len(old.requests), len(new.requests)) == (20, 0)
         config.write_text(f'backend = ["127.0.0.1:{new.port}"]\n')
@@ -199,9 +185,9 @@ def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
         assert wait_until(lambda: lb.server.log.count("SIGHUP: reloaded") >= 2, timeout=30), \
             lb.server.log
         old.reset()
-        after = [get(lb.port) for _ in range(60)]
+        after = [get_status(lb.port) for _ in range(60)]
     finally:
-        stop(lb)
+        stop_clean(lb)
         old.stop()
         new.stop()
     assert after == [200] * 60
