@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_proxy import HANG, Client, get
+from tests.raw_client import HANG, Client, get
 from tests.recording_backend import RecordingBackend, fixed
 from tests.support import Balancer, Server, free_ports, start_backend, start_lb
 

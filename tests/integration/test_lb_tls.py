@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
+from tests.certs import Certs
 from tests.recording_backend import (
     Connection,
     RecordingBackend,
@@ -38,31 +38,6 @@ from tests.support import run_cli, start_lb, wait_until
 HANG = 15.0                          #: socket timeout: only to stop a hang
 RARE_HEALTH = ("--health-interval", "3600")
 GET = b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-class Certs:
-    """A test CA and the PEM files of a certificate it issued for 127.0.0.1
-    and localhost (``both``: key and chain in one file)."""
-
-    def __init__(self, folder: Path, names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.ca = trustme.CA()
-        self.issued = self.ca.issue_cert(*names)
-        self.cert, self.key = folder / "cert.pem", folder / "key.pem"
-        self.both, self.ca_file = folder / "both.pem", folder / "ca.pem"
-        self.issued.cert_chain_pems[0].write_to_path(str(self.cert))
-        self.issued.private_key_pem.write_to_path(str(self.key))
-        self.issued.private_key_and_cert_chain_pem.write_to_path(str(self.both))
-        self.ca.cert_pem.write_to_path(str(self.ca_file))
-
-    def listen_args(self) -> tuple[str, ...]:
-        return ("--certfile", str(self.cert), "--keyfile", str(self.key))
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        context.set_alpn_protocols(["http/1.1"])
-        return context
 
 
 @pytest.fixture(scope="module")

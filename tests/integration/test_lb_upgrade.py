@@ -23,8 +23,8 @@ from websockets.sync.client import connect
 from websockets.sync.server import Server as WSServer
 from websockets.sync.server import serve
 
-from tests.integration.test_lb_tls import Certs
-from tests.integration.test_proxy import Client, get
+from tests.certs import Certs
+from tests.raw_client import Client, get
 from tests.recording_backend import RecordingBackend, Reply, head_bytes
 from tests.support import Balancer, start_lb, wait_until
 
