@@ -80,6 +80,17 @@ def test_the_import_rules_hold() -> None:
     assert not broken, "\n".join(broken)
 
 
+def test_no_test_module_imports_another() -> None:
+    """Shared test helpers live in tests/*.py, not in a test_*.py of another room."""
+    broken = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        name = module_name(path)
+        for imported in sorted(imports(path, name)):
+            if imported != name and imported.rpartition(".")[2].startswith("test_"):
+                broken.append(f"{name} imports {imported}")
+    assert not broken, "\n".join(broken)
+
+
 def test_the_rules_see_a_forbidden_import(tmp_path: Path) -> None:
     """The checker itself: a framing module importing a socket is caught."""
     bad = tmp_path / "parser.py"
