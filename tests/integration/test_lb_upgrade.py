@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -95,6 +96,38 @@ def test_websocket_echo_over_https(echo: WSServer, tmp_path: Path) -> None:
         assert wait_until(lambda: lb.stats()["totals"]["tunnels_total"] == 1, 10)
     finally:
         lb.server.stop()
+
+
+def test_websocket_echo_to_an_https_backend(tmp_path: Path) -> None:
+    """ws:// to the balancer, TLS from the balancer to the backend (its
+    certificate verified against --backend-ca): the tunnel runs over the
+    balancer's TLS client connection."""
+    certs = Certs(tmp_path / "tls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certs.cert), str(certs.key))
+    server = serve(_echo, "127.0.0.1", 0, process_request=_health, ssl=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    lb = start_lb(*RARE_HEALTH, "--backend", f"https://127.0.0.1:{port_of(server)}",
+                  "--backend-ca", str(certs.ca_file))
+    try:
+        with connect(f"ws://127.0.0.1:{lb.port}/chat", open_timeout=10) as ws:
+            ws.send("to tls")
+            assert ws.recv(timeout=10) == "to tls"
+            blob = bytes(range(256)) * 4096  # 1 MiB: many TLS records each way
+            ws.send(blob)
+            assert ws.recv(timeout=10) == blob
+            for i in range(20):
+                ws.send(f"m{i}")
+            assert [ws.recv(timeout=10) for _ in range(20)] == [f"m{i}" for i in range(20)]
+        assert wait_until(lambda: lb.stats()["totals"]["tunnels"] == 0, 10)
+        totals = lb.stats()["totals"]
+        assert totals["tunnels_total"] == 1 and totals["responses"].get("101") == 1
+        assert "Traceback" not in lb.server.log
+    finally:
+        lb.server.stop()
+        server.shutdown()
+        thread.join(10)
 
 
 def test_an_idle_tunnel_is_closed_after_the_tunnel_timeout(echo: WSServer) -> None:
