@@ -12,7 +12,10 @@
 # second per path.  Each file version becomes a files.FileEntry (validators
 # and the 200/304 answers prebuilt), re-validated with one stat() per
 # request; small files are held in memory, large ones sent from disk (with
-# sendfile, by gservers.net.stream).  Conditional and Range requests are
+# sendfile, by gservers.net.stream).  The entries are bounded: at most
+# CACHE_ENTRIES of them and ``cache_bytes`` of content held; past either the
+# oldest made is dropped (first in, first out -- a hit costs no bookkeeping,
+# and a hot file dropped comes back on its next request).  Conditional and Range requests are
 # answered by files.answer; a plain GET gets the prebuilt 200.  A folder
 # without its trailing slash is redirected (301) to it, a folder serves its
 # index.html or 404 (no listings).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import threading
 import time
 from urllib.parse import unquote_to_bytes
 
@@ -33,6 +37,10 @@ POST_BODY = b"OK\n"
 HEALTH_PATH = b"/health"
 #: Files up to this size are kept in memory; larger ones are streamed.
 CACHE_LIMIT = 1024 * 1024
+#: File entries kept at most (each a few hundred bytes besides its content).
+CACHE_ENTRIES = 10_000
+#: Bytes of file content kept in memory at most, by default.
+CACHE_BYTES = 64 * 1024 * 1024
 #: Seconds a path's resolution under the root is reused, and how many are kept.
 RESOLVE_TTL = 1.0
 RESOLVE_ENTRIES = 4096
@@ -77,14 +85,17 @@ class App:
     """Serves one document root, and the /work/ endpoints waiting with
     ``sleep`` (blocking ``time.sleep`` by default; the async model passes
     ``gevent.sleep``); ``cache_max_age`` adds ``Cache-Control: max-age=N``
-    to file answers."""
+    to file answers; ``cache_bytes`` bounds the file content held in memory."""
 
     def __init__(self, root: str, sleep: Sleep = time.sleep,
-                 cache_max_age: int | None = None) -> None:
+                 cache_max_age: int | None = None, cache_bytes: int = CACHE_BYTES) -> None:
         self.root = os.path.realpath(root)
         self.work = Work(sleep)
         self.cache_control = None if cache_max_age is None else b"max-age=%d" % cache_max_age
+        self.cache_bytes = cache_bytes
+        self.held = 0  #: bytes of file content in the cache now
         self._cache: dict[str, FileEntry] = {}
+        self._loading = threading.Lock()  # the thread model loads from many threads
         self._resolved: dict[bytes, tuple[float, str | None]] = {}
 
     def handle(self, head: Head, body: bytes) -> Response:
@@ -155,14 +166,31 @@ class App:
     def _load(self, real: str, st: os.stat_result) -> FileEntry | None:
         """A new entry for ``real``, its content read when small enough."""
         content = None
-        if st.st_size <= CACHE_LIMIT:
+        if st.st_size <= min(CACHE_LIMIT, self.cache_bytes):
             try:
                 with open(real, "rb") as fh:
                     content = fh.read(CACHE_LIMIT + 1)
             except OSError:
                 return None
-            if len(content) > CACHE_LIMIT:  # it grew under us: send it from disk
+            if len(content) > min(CACHE_LIMIT, self.cache_bytes):  # it grew: from disk
                 content = None
         entry = make_entry(real, st, _content_type(real), content, self.cache_control)
-        self._cache[real] = entry
+        with self._loading:
+            self._forget(real)
+            size = len(content) if content is not None else 0
+            while self._cache and (len(self._cache) >= CACHE_ENTRIES
+                                   or self.held + size > self.cache_bytes):
+                self._forget(next(iter(self._cache)))  # the oldest made
+            self._cache[real] = entry
+            self.held += size
         return entry
+
+    def _forget(self, real: str) -> None:
+        old = self._cache.pop(real, None)
+        if old is not None and old.body is not None:
+            self.held -= len(old.body)
+
+    @property
+    def cached(self) -> list[str]:
+        """The real paths of the files in the cache now, oldest first."""
+        return list(self._cache)

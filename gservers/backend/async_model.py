@@ -39,7 +39,7 @@ def run(config: BackendConfig) -> int:
     listener = bind(config.host, config.port, config.backlog, gsocket.socket)
     idle = IdleConnections()
     pool = GreenletPool(config.max_connections)
-    app = App(config.root, gevent.sleep, config.cache_max_age)
+    app = App(config.root, gevent.sleep, config.cache_max_age, config.file_cache_bytes)
     handler = partial(serve, app=app, config=config, idle=idle)
     server = Server(listener, handler, pool)
     server.start()

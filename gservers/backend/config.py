@@ -58,5 +58,9 @@ class BackendConfig:
     cache_max_age: int | None = setting(None, "add Cache-Control: max-age=SECONDS to file "
                                         "responses (200, 206, 304); without it none is sent",
                                         parse=non_negative_int, metavar="SECONDS")
+    file_cache_bytes: int = setting(64 * 1024 * 1024, "bytes of small files (1 MiB or less) "
+                                    "kept in memory; past it the oldest are dropped (0: every "
+                                    "file is read from disk)", parse=non_negative_int,
+                                    metavar="BYTES")
     grace: float = grace_setting()
     log_level: str = log_level_setting()

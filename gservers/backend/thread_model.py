@@ -48,7 +48,7 @@ class ThreadServer:
         self.listener = bind(config.host, config.port, config.backlog, socket.socket)
         self.listener.setblocking(False)
         self.app = App(config.root, time.sleep,  # /work/wait blocks its thread
-                       config.cache_max_age)
+                       config.cache_max_age, config.file_cache_bytes)
         self.idle = IdleConnections()
         self._live = 0
         self._live_lock = threading.Lock()

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from gservers.backend.app import CACHE_LIMIT
+from loadtests import procstats
 from loadtests.supervisor import Supervisor
 from tests.support import (
     Reply,
@@ -533,3 +534,29 @@ def test_nginx_agrees_on_status_and_content_range(root: Path, tmp_path: Path) ->
                     seen.append((reply.status, reply.header("Content-Range"),
                                  reply.header("Location")))
                 assert seen[0] == seen[1], (method, path, headers, seen)
+
+
+# -- the memory cache is bounded ---------------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_memory_cache_stays_within_file_cache_bytes(model: str, tmp_path: Path) -> None:
+    """200 files of 512 KiB (100 MiB, each small enough to be held) through
+    a backend allowed 8 MiB: every answer is whole and right, and the
+    process does not grow by the files it served (held all, it would by
+    100 MiB)."""
+    files = {f"f{i}.bin": random.Random(i).randbytes(512 * 1024) for i in range(200)}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    backend = start_backend(model, "--root", str(tmp_path), "--file-cache-bytes",
+                            str(8 * 1024 * 1024))
+    try:
+        assert ask(backend.port, "/f0.bin").body == files["f0.bin"]
+        before = procstats.rss_kb(backend.pid)
+        for _ in range(2):  # the second pass finds the first files dropped, and reloads them
+            for name, content in files.items():
+                reply = ask(backend.port, f"/{name}")
+                assert reply.status == 200 and reply.body == content, name
+        grown = procstats.rss_kb(backend.pid) - before
+        assert grown < 40 * 1024, f"grew by {grown} KiB serving 100 MiB with an 8 MiB cache"
+    finally:
+        backend.stop()
