@@ -7,7 +7,9 @@
 # to be handed the next one instead of exiting: creating a thread costs
 # system calls and GIL hand-offs that a short connection would pay each time.
 # At ``max_connections`` live connections it stops accepting, the same
-# backpressure as the async pool.  Signals are turned into a byte on a wakeup
+# backpressure as the async pool: the listener leaves the wait until a
+# handler that frees a slot says so with a byte on a socket pair, so a full
+# server sleeps rather than polling its backlog.  Signals are turned into a byte on a wakeup
 # pipe, so the accept loop waits on ``select`` and never loses an accepted
 # connection to a signal; a graceful stop then closes the listener, wakes
 # idle keep-alive connections and waits for the live connections to finish.
@@ -55,6 +57,10 @@ class ThreadServer:
         self._handoff: queue.SimpleQueue = queue.SimpleQueue()
         self._idle_threads = 0  # threads waiting on _handoff, not yet promised a connection
         self._warned = 0.0
+        #: A byte arrives on room_r when a full server gets a free slot.
+        self.room_r, self._room_w = socket.socketpair()
+        self.room_r.setblocking(False)
+        self._room_w.setblocking(False)
 
     @property
     def live(self) -> int:
@@ -68,10 +74,16 @@ class ThreadServer:
                 serve(conn, address, self.app, self.config, self.idle)
             finally:
                 with self._live_lock:
+                    freed = self._live == self.config.max_connections
                     self._live -= 1
                     retire = self._idle_threads >= MAX_IDLE_THREADS
                     if not retire:
                         self._idle_threads += 1
+                if freed:
+                    try:
+                        self._room_w.send(b"\0")
+                    except OSError:  # full (a wakeup is pending anyway) or closed
+                        pass
             if retire:
                 return
             while True:
@@ -98,24 +110,24 @@ class ThreadServer:
             # thread has run, a context switch per connection.
             _thread.start_new_thread(self._thread, (conn, address))
 
-    def _accept_all(self) -> None:
-        """Accept every connection waiting (up to ``max_connections`` live)."""
+    def _accept_all(self) -> bool:
+        """Accept every connection waiting (up to ``max_connections`` live);
+        True when it stopped because every slot is taken."""
         limit = self.config.max_connections
         while True:
             if self._live >= limit:
-                time.sleep(0.001)  # every slot is taken: leave the rest in the backlog
-                return
+                return True  # the rest wait in the backlog
             try:
                 conn, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
                 now = time.monotonic()
                 if now - self._warned > 5:
                     self._warned = now
                     log.warning("cannot accept: %s; pausing accepts", exc.strerror)
                 time.sleep(0.05)
-                return
+                return False
             conn.setblocking(True)
             self._dispatch(conn, address)
 
@@ -125,16 +137,21 @@ class ThreadServer:
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
+        selector.register(self.room_r, selectors.EVENT_READ)
+        full = False
         try:
             while not stopping.is_set():
-                for key, _ in selector.select(timeout=1.0):
+                # No timeout: a signal writes to wake_r, a freed slot to room_r.
+                for key, _ in selector.select():
                     if key.fileobj is self.listener and not stopping.is_set():
-                        self._accept_all()
-                    elif key.fileobj is wake_r:
-                        try:
-                            wake_r.recv(512)
-                        except BlockingIOError:
-                            pass
+                        full = self._accept_all()
+                        if full:  # not readable-and-ignored: out of the wait
+                            selector.unregister(self.listener)
+                    elif key.fileobj in (wake_r, self.room_r):
+                        _empty(key.fileobj)  # type: ignore[arg-type]
+                if full and self._live < self.config.max_connections:
+                    full = False
+                    selector.register(self.listener, selectors.EVENT_READ)
         finally:
             selector.close()
 
@@ -147,6 +164,17 @@ class ThreadServer:
             time.sleep(0.02)
         if self.live:
             log.warning("grace period over; abandoning %d connection(s)", self.live)
+        self.room_r.close()
+        self._room_w.close()
+
+
+def _empty(sock: socket.socket) -> None:
+    """Read whatever wakeup bytes are waiting on ``sock``."""
+    try:
+        while sock.recv(512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _catch_signals() -> tuple[threading.Event, socket.socket, socket.socket]:
