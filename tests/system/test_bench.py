@@ -569,7 +569,10 @@ def test_tiny_benchmark_run_gservers_only(tmp_path: Path) -> None:
     seen = {(r["target"], r["workload"]) for r in runs}
     assert {("gservers", "ab c=100"), ("gservers", "ab -k c=100"), ("gservers", "seed ab c=10"),
             ("thread backend", "seed ab c=1"), ("gservers", "https ab c=100"),
-            ("gservers", "https ab -k c=100")} <= seen
+            ("gservers", "https ab -k c=100"),
+            ("large-file backend", "large-file ab c=10")} <= seen
+    large = [r for r in runs if r["workload"] == "large-file ab c=10"]
+    assert [(r["complete"], r["valid"]) for r in large] == [(20, True)]  # 20 x 10 MiB, whole
     assert not any(r["target"] in ("haproxy", "nginx") for r in runs)
     lb_runs = [r for r in runs if r["target"] == "gservers"]
     assert all(r["server_cpu"] > 0 or r["complete"] <= 300 for r in lb_runs)
