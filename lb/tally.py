@@ -124,7 +124,8 @@ def _alive(pid: int) -> bool:
 def run_directory() -> str:
     """A new private directory for a balancer's files (in memory if it can),
     after removing those whose balancer died without removing its own (a
-    SIGKILL): each holds the PID that made it."""
+    SIGKILL): each holds the PID that made it.  Raises ValueError saying why
+    when it cannot be made."""
     shm = "/dev/shm"
     where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
     for stale in glob.glob(os.path.join(where, f"{PREFIX}*")):
@@ -135,9 +136,13 @@ def run_directory() -> str:
             continue  # not one of ours to judge (another user's, or being made)
         if not _alive(owner):
             shutil.rmtree(stale, ignore_errors=True)
-    path = tempfile.mkdtemp(prefix=PREFIX, dir=where)
-    with open(os.path.join(path, "owner"), "w", encoding="ascii") as f:
-        f.write(str(os.getpid()))
+    try:
+        path = tempfile.mkdtemp(prefix=PREFIX, dir=where)
+        with open(os.path.join(path, "owner"), "w", encoding="ascii") as f:
+            f.write(str(os.getpid()))
+    except OSError as exc:
+        raise ValueError(f"cannot make the balancer's run directory in {where}: "
+                         f"{exc.strerror or exc}") from None
     return path
 
 
@@ -156,10 +161,20 @@ class Tally:
     """This worker's own file: its WorkerBlock and its backends' blocks."""
 
     def __init__(self, directory: str, index: int) -> None:
-        fd, self.path = _create(directory)
+        """Raises ValueError, saying where and why, when the file cannot be made."""
         try:
-            os.ftruncate(fd, SIZE)
+            fd, self.path = _create(directory)
+        except OSError as exc:
+            raise ValueError(f"cannot keep the counters in {directory}: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            # Allocated now, not page by page as counters are first bumped:
+            # a full tmpfs is this error at start, never a SIGBUS later.
+            os.posix_fallocate(fd, 0, SIZE)
             self._map = mmap.mmap(fd, SIZE)
+        except OSError as exc:
+            raise ValueError(f"cannot keep the counters in {self.path}: "
+                             f"{exc.strerror or exc}") from None
         finally:
             os.close(fd)
         self.worker = WorkerBlock.from_buffer(self._map)

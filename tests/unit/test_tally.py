@@ -234,3 +234,8 @@ def test_a_dead_balancers_run_directory_is_swept_and_a_living_ones_kept() -> Non
         shutil.rmtree(again)
     finally:
         shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_a_tally_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot keep the counters in .*missing"):
+        Tally(str(tmp_path / "missing"), 0)
