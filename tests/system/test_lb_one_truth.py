@@ -11,7 +11,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -20,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.faults.load import COMPLETE, LoadClient
 from loadtests.tools import ab
-from tests.support import Balancer, Server, start_backend, start_lb, wait_until
+from tests.support import ROOT, Balancer, Server, start_backend, start_lb, wait_until
 
 REQUESTS = 1000
 SCRAPES = 20
@@ -136,3 +139,19 @@ def test_drain_under_load_moves_every_new_request_with_none_failed(
     summary = {k: v for k, v in client.summary().items()}
     assert set(summary) == {f"{COMPLETE}:200"}, summary
     assert len(outcomes) == sum(summary.values())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare(1) for a private, tiny /dev/shm")
+def test_a_full_dev_shm_is_one_error_line_at_start() -> None:
+    """In a mount namespace of its own, /dev/shm is a 64 KiB tmpfs: too small
+    for the counters, which are allocated at start rather than page by page
+    (where a full tmpfs would be a SIGBUS under load)."""
+    script = ("mount -t tmpfs -o size=64k tmpfs /dev/shm && exec \"$0\" -m lb "
+              "--listen 127.0.0.1:0 --admin off")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             script, sys.executable], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert "cannot keep the counters in /dev/shm/" in result.stderr
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
