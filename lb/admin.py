@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import json
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from lb.control import parse_change
 from lb.stats import Snapshot, collect
+
+log = logging.getLogger("lb.admin")
 
 #: The largest POST body read.
 MAX_BODY = 65536
@@ -131,6 +134,8 @@ def make_app(ops: Operations, token: str | None = None) -> Callable:
         entry = ops.set_backend(name, change)
         if entry is None:
             raise _error("404 Not Found", f"no backend {name}")
+        log.info("admin: %s set backend %s to %s", environ.get("REMOTE_ADDR", "?"), name,
+                 json.dumps(change, sort_keys=True))
         return _Answer("200 OK", entry)
 
     def app(environ: dict, start_response: Callable) -> Iterable[bytes]:

@@ -105,6 +105,8 @@ def test_drain_then_ready_moves_new_requests_in_every_worker(
         assert lb.stats()["backends"][0]["state"] == "drain"
         assert 'state="drain"} 1.0' in lb.metrics()
         lb.set_backend(name(origins[0]), state="ready")
+        assert f'admin: 127.0.0.1 set backend {name(origins[0])} to {{"state": "drain"}}' \
+            in lb.server.log  # who changed what, in the log
         time.sleep(SETTLE)
         for _ in range(40):
             assert get_status(lb.port) == 200
