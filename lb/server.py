@@ -186,9 +186,11 @@ class Worker:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
         old = self.proxy.backends
-        if (new.listen, new.admin, new.workers, new.certfile is None) != (
-                self.config.listen, self.config.admin, self.config.workers, self.tls is None):
-            log.warning("SIGHUP: listen, admin, workers and HTTP/HTTPS changes need a restart")
+        if (new.listen, new.admin, new.admin_token, new.workers, new.certfile is None) != (
+                self.config.listen, self.config.admin, self.config.admin_token,
+                self.config.workers, self.tls is None):
+            log.warning("SIGHUP: listen, admin, admin token, workers and HTTP/HTTPS changes "
+                        "need a restart")
         self.tls = tls
         self.config = new
         self.proxy.config = new
