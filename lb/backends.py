@@ -21,15 +21,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 
 from lb.config import Address, LBConfig
+from lb.control import STATES as ADMIN_STATES
 from lb.policies import Policy, make
 from lb.tally import HEALTH, BackendBlock, Tally
 from lb.upstream import UpstreamPool, backend_context
 
 log = logging.getLogger("lb.backends")
 
-#: An operator's states for a backend (lb.control): ready takes requests
-#: (if healthy), drain takes no new ones, maint takes none and is not checked.
-ADMIN_STATES = ("ready", "drain", "maint")
 
 
 def resolve(where: Address) -> tuple[int, tuple]:

@@ -22,6 +22,8 @@ log = logging.getLogger("lb.control")
 
 #: Seconds between two looks at the file (and at the gauges, lb.server).
 TICK = 0.25
+#: An operator's states for a backend: ready takes requests (while healthy),
+#: drain takes no new ones, maint takes none and is not health-checked.
 STATES = ("ready", "drain", "maint")
 MAX_WEIGHT = 1000
 
