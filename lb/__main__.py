@@ -19,6 +19,14 @@ from dataclasses import replace
 from gservers.net.listen import ListenError, raise_nofile_limit
 from gservers.settings import ArgumentParser, ConfigError, add_arguments, build
 from lb.config import Address, LBConfig
+from lb.workers import (
+    ADMIN_PORT_ENV,
+    PORT_ENV,
+    READY_ENV,
+    RUN_DIR_ENV,
+    WORKER_ENV,
+    Supervisor,
+)
 
 PROG = "python -m lb"
 #: Where --admin-token may come from instead (not shown by ps, unlike a flag).
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         config, path = load(argv)
     except ConfigError as exc:
         parser().error(str(exc))
-    worker_index = os.environ.get("GSERVERS_LB_WORKER")
+    worker_index = os.environ.get(WORKER_ENV)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(name)s" + (f"[{worker_index}]" if worker_index else "")
@@ -68,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         if worker_index is None:
             _check_tls(config)
         if config.workers > 1 and worker_index is None:
-            from lb.workers import Supervisor
             return Supervisor(config, argv).run()
         return _worker(config, path, argv, worker_index is not None)
     except ListenError as exc:
@@ -99,7 +106,7 @@ def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: boo
     ready: Callable[[], None] | None = None
     if supervised:
         config = _supervised_ports(config)
-        fd = int(os.environ["GSERVERS_LB_READY_FD"])
+        fd = int(os.environ[READY_ENV])
 
         def report_ready() -> None:
             os.write(fd, b"1")
@@ -111,15 +118,15 @@ def _worker(config: LBConfig, path: str | None, argv: list[str], supervised: boo
         return _supervised_ports(new) if supervised else new
 
     return Worker(config, reload if path else None, reuse_port=supervised, ready=ready,
-                  run_dir=os.environ.get("GSERVERS_LB_RUN_DIR") if supervised else None,
-                  index=int(os.environ.get("GSERVERS_LB_WORKER", "0"))).run()
+                  run_dir=os.environ.get(RUN_DIR_ENV) if supervised else None,
+                  index=int(os.environ.get(WORKER_ENV, "0"))).run()
 
 
 def _supervised_ports(config: LBConfig) -> LBConfig:
-    port = int(os.environ["GSERVERS_LB_PORT"])
+    port = int(os.environ[PORT_ENV])
     config = replace(config, listen=Address(config.listen.host, port))
     if config.admin is not None:
-        admin_port = int(os.environ["GSERVERS_LB_ADMIN_PORT"])
+        admin_port = int(os.environ[ADMIN_PORT_ENV])
         config = replace(config, admin=Address(config.admin.host, admin_port))
     return config
 
