@@ -73,11 +73,6 @@ class BackendState:
             return "ejected"
         return "up"
 
-    @property
-    def state(self) -> str:
-        """The operator's drain or maint when set, else the health."""
-        return self.admin_state if self.admin_state != "ready" else self.health
-
     def publish(self) -> None:
         """Write the gauges into the shared block (the counters are live)."""
         counts = self.counts

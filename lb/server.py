@@ -78,7 +78,8 @@ class Worker:
         self.tally = Tally(self.run_dir, index)
         self.control = Control(self.run_dir)
         backends = Backends(config, self.tally)
-        backends.apply(self.control.poll() or {})  # a restarted worker takes the states on
+        self.control.poll()
+        backends.apply(self.control.table)  # a restarted worker takes the states on
         self.proxy = Proxy(config, backends, self.pool, self.tally.worker,
                            open_access_log(config.access_log))
         # Parked (idle, greenlet-less) connections hold a pool slot and stay
@@ -181,7 +182,8 @@ class Worker:
             if tls is not None and new.certfile:  # re-read: a renewed certificate counts
                 tls = server_context(new.certfile, new.keyfile)
             backends = Backends(new, self.tally, reuse=self.proxy.backends.states)
-            backends.apply(self.control.poll() or self.control.table)  # they outlive a reload
+            self.control.poll()
+            backends.apply(self.control.table)  # runtime states outlive a reload
         except (ConfigError, ValueError) as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
