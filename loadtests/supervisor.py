@@ -289,12 +289,9 @@ class Balancer:
         """One admin request: (status, its JSON, or its text when not JSON).
         ``body``: a value sent as JSON, or bytes as they are."""
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}", data,
-                                         method=method)
-        if token or self.token:
-            request.add_header("Authorization", f"Bearer {token or self.token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(self._request(method, path, data, token),
+                                        timeout=10) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
@@ -310,11 +307,16 @@ class Balancer:
             raise RuntimeError(f"POST /backends/{name} {change}: {status} {answer}")
         return answer
 
+    def _request(self, method: str, path: str, data: bytes | None = None,
+                 token: str | None = None) -> urllib.request.Request:
+        request = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}", data,
+                                         method=method)
+        if token or self.token:
+            request.add_header("Authorization", f"Bearer {token or self.token}")
+        return request
+
     def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(f"http://{HOST}:{self.admin_port}{path}")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(self._request("GET", path), timeout=10) as response:
             return response.read()
 
     def stats(self) -> dict[str, Any]:
