@@ -68,10 +68,13 @@ def chromium(window: tuple[int, int] = WINDOW) -> Iterator[Any]:
 
 
 def traffic(port: int, n: int, path: str = "/") -> None:
-    """``n`` GET requests through the balancer on ``port``, one after another."""
+    """``n`` GET requests through the balancer on ``port``, one after another;
+    RuntimeError unless each is answered 200."""
     for _ in range(n):
         with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=10) as response:
             response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} through the balancer: {response.status}")
 
 
 def state_of(balancer: Balancer, name: str) -> str:

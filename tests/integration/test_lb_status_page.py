@@ -15,13 +15,12 @@
 # bounded; the browser is quit and the processes stopped in finally blocks.
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from loadtests.statuspage import chromium, missing
+from loadtests.statuspage import chromium, missing, traffic
 from tests.support import Server, start_backend, start_lb, wait_until
 
 REASON = missing()
@@ -58,12 +57,6 @@ def browser() -> Iterator[Any]:
 
 def names_of(servers: list[Server]) -> list[str]:
     return [f"127.0.0.1:{server.port}" for server in servers]
-
-
-def send(port: int, n: int) -> None:
-    for _ in range(n):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200
 
 
 def until(driver: Any, condition: Callable[[Any], bool], what: str) -> None:
@@ -110,13 +103,13 @@ def test_the_page_shows_the_backends_and_drains_one(backends: list[Server],
     names = names_of(backends)
     lb = start_lb("--workers", "2", backends=[b.port for b in backends])
     try:
-        send(lb.port, REQUESTS)
+        traffic(lb.port, REQUESTS)
         browser.get(f"http://127.0.0.1:{lb.admin_port}/")
         until(browser, shows_up(names), "both backends up and the requests")
         assert sum(int(cell(browser, name, "requests") or 0) for name in names) >= REQUESTS
         assert browser.find_element(By.ID, "workers-alive").text == "2"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#workers tr")) == 2
-        send(lb.port, REQUESTS)  # counted by the next poll, with no reload
+        traffic(lb.port, REQUESTS)  # counted by the next poll, with no reload
         until(browser, lambda d: total_requests(d) >= 2 * REQUESTS, "the requests sent later")
 
         drained = ("drain", "drain")
@@ -137,7 +130,7 @@ def test_the_page_takes_the_token_from_the_fragment_or_its_form(backends: list[S
     lb = start_lb("--workers", "2", "--admin-token", TOKEN,
                   backends=[b.port for b in backends])
     try:
-        send(lb.port, REQUESTS)
+        traffic(lb.port, REQUESTS)
         page = f"http://127.0.0.1:{lb.admin_port}/"
         browser.get(f"{page}#token={TOKEN}")  # a fresh profile: nothing kept yet
         until(browser, shows_up(names), "the backends, with the token from the fragment")
